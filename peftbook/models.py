@@ -1,0 +1,218 @@
+"""Load any causal language model, and know where its attention lives.
+
+`load_model` is the one way the CLI, the notebooks and the tests get a model:
+
+* ``"tiny"`` is the embedded base under ``data/tiny`` (made by ``python -m peftbook tiny build``);
+* an existing directory goes through ``AutoModelForCausalLM.from_pretrained``;
+* anything else is treated as a Hugging Face hub id (it needs the network).
+
+The **architecture table** tells every method the names it needs: where the decoder layers are,
+which attention projections exist and which linear layers LoRA targets by default.  Models whose
+layers look like Llama's (``self_attn.{q,k,v,o}_proj``) are covered by a generic rule.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+TINY_DIR = DATA_DIR / "tiny"
+QUANTIZE_CHOICES = (None, "nf4", "fp4")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The module names a PEFT method needs for one ``model_type``."""
+
+    model_type: str
+    layers: str  # dotted path from the model to the ModuleList of decoder layers
+    attention: str  # attribute of a decoder layer holding the attention module
+    q_proj: str | None  # None where q, k and v are one fused projection
+    k_proj: str | None
+    v_proj: str | None
+    qkv_proj: str | None  # the fused projection (gpt2's c_attn, phi3's qkv_proj)
+    o_proj: str
+    lora_targets: tuple[str, ...]  # default LoRA targets (those of the LoRA paper / HF PEFT)
+    embeddings: str  # dotted path to the token embedding
+
+
+def _llama_like(model_type: str) -> Architecture:
+    return Architecture(
+        model_type=model_type, layers="model.layers", attention="self_attn",
+        q_proj="q_proj", k_proj="k_proj", v_proj="v_proj", qkv_proj=None, o_proj="o_proj",
+        lora_targets=("q_proj", "v_proj"), embeddings="model.embed_tokens",
+    )
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    name: _llama_like(name) for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
+}
+ARCHITECTURES["phi3"] = Architecture(
+    model_type="phi3", layers="model.layers", attention="self_attn",
+    q_proj=None, k_proj=None, v_proj=None, qkv_proj="qkv_proj", o_proj="o_proj",
+    lora_targets=("qkv_proj",), embeddings="model.embed_tokens",
+)
+ARCHITECTURES["gpt2"] = Architecture(
+    model_type="gpt2", layers="transformer.h", attention="attn",
+    q_proj=None, k_proj=None, v_proj=None, qkv_proj="c_attn", o_proj="c_proj",
+    lora_targets=("c_attn",), embeddings="transformer.wte",
+)
+
+
+def get_architecture(model_or_config) -> Architecture:
+    """The architecture entry of a model (or a config); the generic Llama-like rule otherwise.
+
+    Raises ``ValueError`` listing the supported types when neither applies.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    if model_type in ARCHITECTURES:
+        return ARCHITECTURES[model_type]
+    if isinstance(model_or_config, nn.Module) and _looks_llama_like(model_or_config):
+        return _llama_like(model_type)
+    raise ValueError(
+        f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))} "
+        "(and any model whose decoder layers are model.layers[i].self_attn.{q,k,v,o}_proj)"
+    )
+
+
+def _looks_llama_like(model: nn.Module) -> bool:
+    try:
+        layer = get_submodule(model, "model.layers")[0]
+        attn = layer.self_attn
+    except (AttributeError, IndexError, TypeError):
+        return False
+    return all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
+    module = model
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers of a supported model."""
+    return get_submodule(model, get_architecture(model).layers)
+
+
+def model_dims(config) -> dict:
+    """Layers, heads, kv-heads, head size and hidden size of a causal LM config, whatever its naming."""
+    text = getattr(config, "text_config", None) or config
+    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
+    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer")
+    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    return {"hidden_size": hidden, "num_layers": layers, "num_heads": heads,
+            "num_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": text.vocab_size}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU. ``"cuda"`` without CUDA raises."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; allowed: {', '.join(DEVICE_CHOICES)}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    """Default: bf16 on CUDA, fp32 on CPU. Accepts torch dtypes or 'fp32'/'bf16'/'fp16' strings."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"dtype {dtype!r} is not allowed; allowed: {', '.join(names)}")
+    return names[dtype]
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """``"tiny"`` -> the embedded base; a directory must hold config.json; else a hub id."""
+    name = str(name_or_path)
+    if name == "tiny":
+        if not (TINY_DIR / "config.json").exists():
+            raise FileNotFoundError(
+                f"the embedded tiny base is not built yet ({TINY_DIR} has no config.json); "
+                "build it with `python -m peftbook tiny build`"
+            )
+        return str(TINY_DIR)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is a directory but holds no config.json, so it is not a saved model")
+        return str(path)
+    if path.suffix in (".json", ".safetensors", ".bin") or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path {name!r} does not exist")
+    return name
+
+
+def bnb_4bit_available() -> bool:
+    """True when bitsandbytes imports and its 4-bit ops run on this machine (CPU or CUDA)."""
+    try:
+        import bitsandbytes.functional as F
+
+        weight = torch.randn(64, 64)
+        packed, state = F.quantize_4bit(weight, quant_type="nf4")
+        F.dequantize_4bit(packed, state)
+        return True
+    except Exception:  # any import or backend failure means "not available"
+        return False
+
+
+def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None = None, dtype=None,
+               device: str = "auto"):
+    """Load a causal LM and its tokenizer.
+
+    Args:
+        name_or_path: ``"tiny"`` (the embedded base), a local directory, or a hub id.
+        quantize: ``None``, ``"nf4"`` or ``"fp4"``; 4-bit loading of the frozen base via bitsandbytes
+            (double quantization on, compute dtype = ``dtype``).
+        dtype: torch dtype or name; default bf16 on CUDA, fp32 on CPU.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        ``(model, tokenizer)``; the model is in eval mode, the tokenizer has a pad token.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize={quantize!r} is not allowed; allowed: None, 'nf4', 'fp4'")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    path = resolve_model_path(name_or_path)
+    kwargs: dict = {"dtype": dtype}
+    if quantize is not None:
+        if not bnb_4bit_available():
+            raise RuntimeError(f"quantize={quantize!r} needs bitsandbytes with a working 4-bit backend, "
+                               "and none was found on this machine")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=quantize, bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"could not load model {str(name_or_path)!r}: it is not 'tiny', not an existing directory, and "
+            f"not loadable as a hub id (no network may be available here). Cause: {str(error).splitlines()[0]}"
+        ) from None
+    if quantize is None:
+        model.to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
