@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("info", "tiny", "fewshot", "train", "eval", "memory", "bench", "notebooks")
+COMMANDS = ("info", "run", "tiny", "fewshot", "train", "eval", "memory", "bench", "notebooks")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -172,6 +172,25 @@ def bnb_4bit_available() -> bool:
         return False
 
 
+def _load_tokenizer(path: str):
+    """AutoTokenizer, except for a generic fast tokenizer saved with the model.
+
+    transformers 5 picks the tokenizer class from the model type for some families (qwen2 ->
+    Qwen2Tokenizer) even when ``tokenizer_config.json`` names a generic backend, which silently
+    breaks a custom tokenizer saved beside a random-init model; honour the saved class there.
+    """
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(path) / "tokenizer_config.json"
+    if config_file.exists():
+        saved_class = json.loads(config_file.read_text()).get("tokenizer_class")
+        if saved_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None = None, dtype=None,
                device: str = "auto"):
     """Load a causal LM and its tokenizer.
@@ -186,7 +205,7 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     Returns:
         ``(model, tokenizer)``; the model is in eval mode, the tokenizer has a pad token.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={quantize!r} is not allowed; allowed: None, 'nf4', 'fp4'")
@@ -203,7 +222,7 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
             bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = _load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise FileNotFoundError(

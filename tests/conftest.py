@@ -42,3 +42,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+def make_word_tokenizer(vocab_size: int = 128):
+    """A word-level tokenizer built in code (no download): <pad>=0, <s>=1, </s>=2, <unk>=3, w4..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({f"w{i}": i for i in range(4, vocab_size)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def save_tiny_model(directory, model_type: str = "llama", seed: int = 0):
+    """Save a random-init model of ``model_type`` and a matching tokenizer to ``directory``."""
+    model = make_tiny_model(model_type, seed)
+    model.save_pretrained(directory)
+    make_word_tokenizer(model.config.vocab_size).save_pretrained(directory)
+    return model
