@@ -1,0 +1,230 @@
+"""LoRA: Low-Rank Adaptation of Large Language Models (Hu et al. 2021, arXiv 2106.09685).
+
+The idea: the update a fine-tune makes to a weight matrix has low intrinsic rank, so learn it as a
+product of two thin matrices and leave the pretrained weight frozen::
+
+              x (.., in)
+          ┌─────┴──────────────┐
+          │                 dropout
+     W (out, in)               │
+      frozen             A (rank, in)    Kaiming-uniform init
+          │                    │
+          │              B (out, rank)   zero init  ->  B A = 0 at step 0
+          │                    │
+          │              × alpha / rank
+          └──────── + ─────────┘
+                    │
+              h = W x + (alpha/rank) B A x
+
+Only A and B train: ``rank * (in + out)`` numbers instead of ``in * out``.  After training
+``merge`` folds ``(alpha/rank) B A`` into ``W``, so inference costs nothing extra.
+
+What we do like the reference (the paper's ``loralib`` and HF PEFT): A is initialised like
+``nn.Linear`` (Kaiming-uniform, a=sqrt(5)), B at zero, dropout on the LoRA branch only, default
+targets q and v, rsLoRA (Kalajdzievski 2023, arXiv 2312.03732) scales by alpha/sqrt(rank).
+What we do differently: one adapter per model (no adapter-name dicts), and a target that matches
+no module is an error listing the candidates rather than silently training nothing.  Saved
+adapters use HF PEFT's key names and ``adapter_config.json``, so ``PeftModel.from_pretrained`` loads them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peftbook.methods import copy_state_checked
+from peftbook.models import get_architecture, model_dims
+
+PEFT_PREFIX = "base_model.model."  # HF PEFT's key prefix for the wrapped model
+
+
+@dataclass
+class LoRAConfig:
+    method: ClassVar[str] = "lora"
+    rank: int = 8  # r: the update's rank; 4-16 already matches full fine-tuning in the paper (Table 6)
+    alpha: float = 16  # scale alpha/rank: changing rank then needs no new learning rate
+    dropout: float = 0.0  # dropout on the LoRA branch's input only (the base path is untouched)
+    targets: list[str] | str | None = None  # module-name suffixes; None -> architecture default; "all-linear"
+    use_rslora: bool = False  # scale alpha/sqrt(rank): keeps the update's size stable at large rank
+
+    def validate(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
+            raise ValueError(f"rank={self.rank!r} is not allowed; rank must be a positive integer")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha={self.alpha!r} is not allowed; alpha must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout!r} is not allowed; dropout must be in [0, 1)")
+        if isinstance(self.targets, str) and self.targets != "all-linear":
+            raise ValueError(f"targets={self.targets!r} is not allowed; use None, 'all-linear' or a list of names")
+        if isinstance(self.targets, (list, tuple)) and (not self.targets or not all(
+                isinstance(t, str) and t for t in self.targets)):
+            raise ValueError(f"targets={self.targets!r} is not allowed; give a non-empty list of module names")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scaling * B(A(dropout(x)))`` around a frozen ``nn.Linear``, gpt2 ``Conv1D`` or
+    bitsandbytes ``Linear4bit``; ``dtype`` sets the LoRA weights' precision (default: the base's)."""
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
+                 use_rslora: bool = False, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.base = base
+        self.fan_in_fan_out = isinstance(base, Conv1D)  # gpt2 stores W as (in, out)
+        in_features, out_features = (base.nx, base.nf) if self.fan_in_fan_out else (base.in_features, base.out_features)
+        dtype = dtype or base.weight.dtype
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.Linear(in_features, rank, bias=False, device=base.weight.device, dtype=dtype)  # (rank, in)
+        self.lora_B = nn.Linear(rank, out_features, bias=False, device=base.weight.device, dtype=dtype)  # (out, rank)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = alpha / (math.sqrt(rank) if use_rslora else rank)
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)  # (.., out)
+        if self.merged:
+            return result
+        lora_x = self.dropout(x).to(self.lora_A.weight.dtype)  # no-op unless the base is 4-bit/16-bit
+        return result + (self.lora_B(self.lora_A(lora_x)) * self.scaling).to(result.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        """``scaling * B A`` laid out like ``base.weight``: (out, in), or (in, out) for Conv1D."""
+        delta = (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling  # (out, in)
+        return delta.T if self.fan_in_fan_out else delta
+
+    def merge(self) -> None:
+        if getattr(self.base.weight, "quant_state", None) is not None:
+            raise ValueError("this LoRALinear wraps a 4-bit layer; merge it with peftbook.methods.qlora.merge")
+        if not self.merged:
+            with torch.no_grad():  # add in fp32, store in the base's dtype
+                self.base.weight.copy_(self.base.weight.float() + self.delta_weight())
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            with torch.no_grad():
+                self.base.weight.copy_(self.base.weight.float() - self.delta_weight())
+            self.merged = False
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D))  # bnb Linear4bit is an nn.Linear subclass
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)
+
+
+def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Full names of the linear layers ``config.targets`` selects; raises naming the candidates."""
+    output_layer = model.get_output_embeddings()
+    linears = {name for name, module in model.named_modules()
+               if _is_linear(module) and module is not output_layer and ".lora_" not in name}
+    if config.targets == "all-linear":
+        return sorted(linears)
+    targets = list(config.targets or get_architecture(model).lora_targets)
+    chosen = set()
+    for target in targets:
+        found = {name for name in linears if _matches(name, target)}
+        if not found:
+            candidates = sorted({name.rsplit(".", 1)[-1] for name in linears})
+            raise ValueError(f"LoRA target {target!r} matches no linear layer of this "
+                             f"{model.config.model_type} model; candidates: {', '.join(candidates)} (or 'all-linear')")
+        chosen |= found
+    return sorted(chosen)
+
+
+def inject(model: nn.Module, config: LoRAConfig, dtype: torch.dtype | None = None) -> None:
+    for name in resolve_targets(model, config):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), config.rank, config.alpha,
+                                          config.dropout, config.use_rslora, dtype))
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A and B of every wrapped layer under HF PEFT's key names."""
+    state = {}
+    for name, module in lora_modules(model).items():
+        state[f"{PEFT_PREFIX}{name}.lora_A.weight"] = module.lora_A.weight
+        state[f"{PEFT_PREFIX}{name}.lora_B.weight"] = module.lora_B.weight
+    return state
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    copy_state_checked(adapter_state(model), state, "LoRA")
+
+
+def peft_adapter_config(model: nn.Module, config: LoRAConfig) -> dict:
+    """HF PEFT's ``adapter_config.json`` for the same adapter."""
+    modules = lora_modules(model)
+    return {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": model.config._name_or_path or None,
+        "r": config.rank, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
+        # the last name component of every wrapped layer: PEFT matches it as a suffix, like we do
+        "target_modules": sorted({name.rsplit(".", 1)[-1] for name in modules}),
+        "fan_in_fan_out": any(m.fan_in_fan_out for m in modules.values()),
+        "use_rslora": config.use_rslora, "bias": "none", "init_lora_weights": True, "inference_mode": True,
+        "modules_to_save": None,
+    }
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold ``scaling * B A`` into every wrapped weight (in fp32, stored in the base's dtype).
+
+    The LoRA branch is then skipped, so the model runs at the base model's cost.  ``unmerge``
+    subtracts the same product: ``(W + d) - d`` equals ``W`` up to one fp32 rounding per element
+    (|error| <= ulp(W + d), ~1e-7 relative), not bit-exactly.
+    """
+    for module in lora_modules(model).values():
+        module.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    for module in lora_modules(model).values():
+        module.unmerge()
+    return model
+
+
+def linear_shapes(model_config) -> dict[str, tuple[int, int]]:
+    """(in, out) of every linear layer in one decoder layer, by name relative to the layer."""
+    dims = model_dims(model_config)
+    hidden, heads, kv = dims["hidden_size"], dims["num_heads"], dims["num_kv_heads"]
+    q_size, kv_size = heads * dims["head_dim"], kv * dims["head_dim"]
+    if model_config.model_type == "gpt2":
+        inner = model_config.n_inner or 4 * hidden
+        return {"attn.c_attn": (hidden, 3 * hidden), "attn.c_proj": (hidden, hidden),
+                "mlp.c_fc": (hidden, inner), "mlp.c_proj": (inner, hidden)}
+    inter = model_config.intermediate_size
+    if model_config.model_type == "phi3":  # fused q/k/v and gate/up projections
+        return {"self_attn.qkv_proj": (hidden, q_size + 2 * kv_size), "self_attn.o_proj": (q_size, hidden),
+                "mlp.gate_up_proj": (hidden, 2 * inter), "mlp.down_proj": (inter, hidden)}
+    return {"self_attn.q_proj": (hidden, q_size), "self_attn.k_proj": (hidden, kv_size),
+            "self_attn.v_proj": (hidden, kv_size), "self_attn.o_proj": (q_size, hidden),
+            "mlp.gate_proj": (hidden, inter), "mlp.up_proj": (hidden, inter), "mlp.down_proj": (inter, hidden)}
+
+
+def num_trainable(model_config, config: LoRAConfig) -> int:
+    """``rank * (in + out)`` summed over the targeted layers of every decoder layer."""
+    shapes = linear_shapes(model_config)
+    targets = config.targets or get_architecture(model_config).lora_targets
+    per_layer = sum(config.rank * (d_in + d_out) for name, (d_in, d_out) in shapes.items()
+                    if targets == "all-linear" or any(_matches(name, t) for t in targets))
+    return per_layer * model_dims(model_config)["num_layers"]
+
+
+__all__ = ["LoRAConfig", "LoRALinear", "inject", "merge", "unmerge", "adapter_state", "load_adapter_state",
+           "num_trainable", "peft_adapter_config", "lora_modules", "resolve_targets"]
