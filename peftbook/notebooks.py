@@ -1,0 +1,140 @@
+"""Run the course notebooks with papermill, and the small helpers every notebook calls.
+
+The course is the list ``NOTEBOOKS``. Each notebook has exactly one cell tagged ``parameters``
+(flat UPPER_CASE names); ``SMOKE_PARAMETERS`` are the values tests inject for a quick run. The last
+cell of every notebook calls ``record_metrics``, which writes ``OUTPUT_DIR/<notebook>.json``: the
+runner and the tests read those files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = (
+    "00_memory", "01_few_shot", "02_prompt_tuning", "03_prefix_tuning", "04_llama_adapter",
+    "05_lora", "06_qlora", "07_benchmark", "A_tiny_world",
+)
+# Quick values for tests and `--smoke`: every notebook still runs every cell.
+SMOKE_PARAMETERS: dict[str, dict] = {
+    "00_memory": {"SIZES": ["1B"], "SEQ_LENS": [512]},
+    "01_few_shot": {"SHOTS": [0, 2], "DRAWS": 2, "EVAL_EXAMPLES": 24},
+    "02_prompt_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "03_prefix_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "04_llama_adapter": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "05_lora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "06_qlora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "07_benchmark": {"STEPS": 3, "EVAL_EXAMPLES": 16, "SEEDS": [0], "FEW_SHOT_DRAWS": 2},
+    "A_tiny_world": {"SAMPLES": 3},
+}
+
+
+def available_notebooks() -> list[str]:
+    """The course notebooks that exist on disk, in course order."""
+    return [name for name in NOTEBOOKS if (NOTEBOOK_DIR / f"{name}.ipynb").exists()]
+
+
+def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, parameters: dict | None = None,
+                  render: bool = False, progress: bool = True) -> dict:
+    """Execute notebooks with papermill; returns ``{name: {"seconds", "metrics", "output"}}``.
+
+    Args:
+        names: notebook names (default: all that exist); unknown names raise listing the known ones.
+        out_dir: where executed copies and each notebook's metrics JSON go.
+        smoke: inject ``SMOKE_PARAMETERS`` (quick run).
+        parameters: extra parameters for every notebook (e.g. ``{"MODEL": path}``), after smoke ones.
+        render: write the executed notebook back over ``notebooks/<name>.ipynb`` (committed outputs).
+    """
+    import papermill
+
+    existing = available_notebooks()
+    names = list(names) if names else existing
+    unknown = [n for n in names if n not in existing]
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(existing)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name in names:
+        params = dict(SMOKE_PARAMETERS.get(name, {})) if smoke else {}
+        params.update(parameters or {})
+        params["OUTPUT_DIR"] = str(out_dir.resolve())
+        source = NOTEBOOK_DIR / f"{name}.ipynb"
+        target = source if render else out_dir / f"{name}.ipynb"
+        start = time.perf_counter()
+        papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(NOTEBOOK_DIR),
+                                   progress_bar=progress, kernel_name="python3")
+        metrics_file = out_dir / f"{name}.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+        summary[name] = {"seconds": round(time.perf_counter() - start, 1), "metrics": metrics,
+                         "output": str(target)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+# ---- helpers called from inside the notebooks -------------------------------------------------
+
+def print_environment(device: str = "auto") -> dict:
+    """First cell of every notebook: versions and device, printed and returned."""
+    import torch
+    import transformers
+
+    import peftbook
+    from peftbook.models import resolve_device
+
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peftbook": peftbook.__version__,
+            "device": str(resolve_device(device)), "cpu_threads": torch.get_num_threads()}
+    try:
+        import bitsandbytes
+        info["bitsandbytes"] = bitsandbytes.__version__
+    except ImportError:
+        info["bitsandbytes"] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    print("  ".join(f"{k}={v}" for k, v in info.items()))
+    return info
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Stop the notebook in its checking cell when a parameter is outside its allowed values."""
+    if value not in allowed:
+        raise ValueError(f"parameter {name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+
+
+def check_positive(name: str, value, minimum=1) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"parameter {name}={value!r} is not allowed; it must be a number >= {minimum}")
+
+
+def check_model(name: str, value: str) -> None:
+    """MODEL must be 'tiny', an existing saved model directory, or a hub id (online only)."""
+    from peftbook.models import resolve_model_path
+
+    try:
+        resolve_model_path(value)
+    except FileNotFoundError as error:
+        raise ValueError(f"parameter {name}={value!r} cannot be loaded: {error}") from None
+
+
+def record_metrics(notebook: str, metrics: dict, output_dir) -> Path:
+    """Last cell of every notebook: write its metrics to ``output_dir/<notebook>.json`` and show them."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if hasattr(value, "item"):
+            return clean(value.item())
+        return value
+
+    path = Path(output_dir) / f"{notebook}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(metrics), indent=2, sort_keys=True))
+    print(f"metrics written to {path}")
+    return path

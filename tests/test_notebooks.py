@@ -1,0 +1,93 @@
+"""The course notebooks: conventions (static checks) and a papermill smoke run of each.
+
+The smoke run executes every notebook with ``SMOKE_PARAMETERS`` and asserts the metrics its last
+cell recorded: finite, decreasing loss; trainable parameters equal to the closed form; memory
+categories summing to the peak; a verdict for every claim of the benchmark notebook.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from peftbook.notebooks import NOTEBOOK_DIR, NOTEBOOKS, available_notebooks, run_notebooks
+
+PRESENT = available_notebooks()
+
+
+def _cells(name):
+    return json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())["cells"]
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"])
+
+
+def test_every_course_notebook_exists():
+    missing = [name for name in NOTEBOOKS if name not in PRESENT]
+    assert not missing, f"notebooks not written yet: {missing}"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", PRESENT)
+def test_conventions(name):
+    cells = _cells(name)
+    code = [c for c in cells if c["cell_type"] == "code"]
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged `parameters`"
+    for line in _source(tagged[0]).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert re.match(r"^[A-Z][A-Z0-9_]* = .+#", line), f"parameter line needs UPPER_CASE = value  # allowed: {line!r}"
+    assert "MODEL" in _source(tagged[0]) or name == "00_memory"
+    assert "OUTPUT_DIR" in _source(tagged[0])
+    assert "print_environment" in _source(code[0]), "the first code cell prints versions and device"
+    assert "record_metrics" in _source(code[-1]), "the last code cell records the metrics"
+    assert all(c.get("outputs") for c in code if _source(c).strip()), "committed with outputs of a real run"
+
+
+def _finite_numbers(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _finite_numbers(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _finite_numbers(v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def check_metrics(name: str, metrics: dict) -> None:
+    """Assertions shared by the smoke run and the committed full run."""
+    assert metrics, f"{name} recorded no metrics"
+    assert all(math.isfinite(v) for v in _finite_numbers(metrics)), f"{name}: a metric is not finite"
+    if "losses" in metrics:
+        losses = metrics["losses"]
+        assert len(losses) >= 2 and losses[-1] < losses[0], f"{name}: loss did not decrease: {losses}"
+    if "trainable_params" in metrics:
+        assert metrics["trainable_params"] == metrics["trainable_params_closed_form"]
+    if "memory" in metrics:
+        memory = metrics["memory"]
+        assert sum(memory["by_category"].values()) == pytest.approx(memory["peak_bytes"], rel=1e-6)
+    if "claims" in metrics:
+        assert len(metrics["claims"]) == 10
+        assert all(claim["verdict"] for claim in metrics["claims"])
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", PRESENT)
+def test_smoke_run(name, tmp_path):
+    summary = run_notebooks([name], out_dir=tmp_path, smoke=True, progress=False)
+    check_metrics(name, summary[name]["metrics"])
+
+
+@pytest.mark.notebooks
+@pytest.mark.skipif(not PRESENT, reason="no notebooks yet")
+def test_bad_parameter_stops_in_checking_cell(tmp_path):
+    import papermill
+
+    name = next((n for n in PRESENT if n not in ("00_memory", "A_tiny_world")), PRESENT[0])
+    with pytest.raises(papermill.PapermillExecutionError, match="MODEL"):
+        run_notebooks([name], out_dir=tmp_path, smoke=True, parameters={"MODEL": "./no/such/model"},
+                      progress=False)
