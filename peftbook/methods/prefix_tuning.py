@@ -1,0 +1,168 @@
+"""Prefix tuning: Optimizing Continuous Prompts for Generation (Li & Liang 2021, arXiv 2101.00190).
+
+The idea: instead of virtual *input* tokens (prompt tuning), learn virtual *activations*: for every
+layer, ``num_virtual_tokens`` keys and values that each attention head sees before the real tokens::
+
+    layer l attention:  keys   = [ K_prefix[l] | W_k h_1 .. W_k h_T ]     (B, kv_heads, n + T, head_dim)
+                        values = [ V_prefix[l] | W_v h_1 .. W_v h_T ]
+                                   trainable      frozen
+
+All the prefixes form one matrix of shape ``(n, layers * 2 * kv_heads * head_dim)``; every layer is
+steered directly, not only through the first one. The paper found training P directly unstable and
+reparameterised it as ``P = MLP(P')`` with a small ``P'`` (embedding -> Linear -> tanh -> Linear);
+after training only the MLP's output is kept (``fold``).
+
+How we hook in: a transformers ``DynamicCache`` that already holds the prefix is exactly "keys and
+values seen before the real tokens", so a forward pre-hook on the HF model hands one in (or fills the
+empty one ``generate()`` made) and prepends ones to ``attention_mask``. The model object stays the same.
+During ``generate()`` the prefix is written once, on the prefill step; later steps find it at the start
+of the cache. Grouped-query attention needs nothing special: the prefix has ``num_key_value_heads``
+heads, like the cache. Gemma2's sliding-window layers come from ``DynamicCache(config=...)``.
+
+Like HF PEFT: the flat layout ``(n, layers, 2, kv_heads, head_dim)`` (keys then values, per layer),
+the MLP shape (``P'`` has width ``kv_heads * head_dim``), N(0, 1) init, real tokens at positions
+``n, n+1, ..`` (they come after the prefix in the cache), and the saved ``prompt_embeddings`` tensor is
+the MLP's output, so ``peft.PeftModel.from_pretrained`` loads our folder. Differently: gradient
+checkpointing is refused with a clear error (transformers' checkpointed layers drop the cache, so the
+prefix would silently vanish in training), and left padding is handled like in ``generate()``: the
+real tokens' positions follow the attention mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from peftbook.methods import CONFIG_ATTR, copy_state_checked
+from peftbook.methods.prompt_tuning import extend_attention_mask, forward_kwargs
+from peftbook.models import model_dims
+
+
+@dataclass
+class PrefixTuningConfig:
+    method: ClassVar[str] = "prefix_tuning"
+    num_virtual_tokens: int = 20  # prefix length; 10 for table-to-text, 200 for summarization in the paper
+    prefix_projection: bool = False  # train P = MLP(P'): the paper's fix for unstable optimisation (Sec. 4.3)
+    projection_hidden_size: int = 512  # the MLP's hidden width (512 in the paper)
+
+    def validate(self) -> None:
+        for name in ("num_virtual_tokens", "projection_hidden_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} is not allowed; it must be a positive integer")
+
+
+class PrefixEncoder(nn.Module):
+    """Produces the flat prefix ``(n, layers * 2 * kv_dim)``: a plain parameter, or ``MLP(P')``."""
+
+    def __init__(self, num_virtual_tokens: int, num_layers: int, kv_dim: int, projection_hidden_size: int | None):
+        super().__init__()
+        width = num_layers * 2 * kv_dim
+        if projection_hidden_size is None:
+            self.prefix = nn.Parameter(torch.randn(num_virtual_tokens, width))  # (n, L*2*kv_dim)
+        else:
+            self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, kv_dim))  # P': (n, kv_dim)
+            self.mlp = nn.Sequential(nn.Linear(kv_dim, projection_hidden_size), nn.Tanh(),
+                                     nn.Linear(projection_hidden_size, width))
+
+    def forward(self) -> torch.Tensor:
+        return self.mlp(self.embedding) if hasattr(self, "mlp") else self.prefix
+
+
+def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
+    _refuse_gradient_checkpointing(model)
+    dims = model_dims(model.config)
+    hidden = config.projection_hidden_size if config.prefix_projection else None
+    encoder = PrefixEncoder(config.num_virtual_tokens, dims["num_layers"], dims["num_kv_heads"] * dims["head_dim"], hidden)
+    model.prefix_encoder = encoder.to(model.get_input_embeddings().weight.device)
+    model.register_forward_pre_hook(_insert_prefix, with_kwargs=True)
+
+
+def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the (keys, values) prefix, each of shape (B, kv_heads, n, head_dim)."""
+    dims = model_dims(model.config)
+    flat = model.prefix_encoder().to(model.get_input_embeddings().weight.dtype)  # (n, L*2*kv_dim)
+    n = flat.shape[0]
+    kv = flat.view(n, dims["num_layers"] * 2, dims["num_kv_heads"], dims["head_dim"]).permute(1, 2, 0, 3)  # (L*2, kv_heads, n, hd)
+    kv = kv.unsqueeze(1).expand(-1, batch_size, -1, -1, -1)  # (L*2, B, kv_heads, n, hd)
+    return [(kv[2 * layer], kv[2 * layer + 1]) for layer in range(dims["num_layers"])]
+
+
+def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: make sure the KV cache starts with the prefix; shift mask and positions."""
+    _refuse_gradient_checkpointing(model)
+    kwargs = forward_kwargs(model, args, kwargs)
+    cache = kwargs.pop("past_key_values", None)  # the name before transformers 5
+    cache = kwargs.get("cache") if cache is None else cache
+    inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+    n = model.peftbook_config.num_virtual_tokens
+    if cache is None:
+        cache = DynamicCache(prefix_key_values(model, inputs.shape[0]), config=model.config)
+    elif cache.get_seq_length() == 0:  # the empty cache generate() made: the prefill step
+        if not isinstance(cache, DynamicCache):
+            raise ValueError(f"prefix tuning needs a DynamicCache, got {type(cache).__name__}; "
+                             "use generate() without cache_implementation")
+        for layer, (keys, values) in enumerate(prefix_key_values(model, inputs.shape[0])):
+            cache.update(keys, values, layer)
+    kwargs["cache"] = cache
+    kwargs["attention_mask"] = extend_attention_mask(kwargs.get("attention_mask"), n)
+    if kwargs.get("position_ids") is not None:  # generate() counts from 0; the prefix holds 0..n-1
+        kwargs["position_ids"] = kwargs["position_ids"] + n
+    return (), kwargs
+
+
+def _refuse_gradient_checkpointing(model: nn.Module) -> None:
+    if getattr(model, "is_gradient_checkpointing", False):
+        raise ValueError("prefix tuning does not work with gradient checkpointing: checkpointed layers drop the KV "
+                         "cache that carries the prefix. Call model.gradient_checkpointing_disable(), or use "
+                         "prompt tuning or LoRA with checkpointing")
+
+
+def fold(model: nn.Module) -> nn.Module:
+    """Replace the reparameterisation MLP by the prefix it produces (same outputs, fewer parameters)."""
+    encoder = model.prefix_encoder
+    if not hasattr(encoder, "mlp"):
+        return model
+    dims = model_dims(model.config)
+    folded = PrefixEncoder(encoder.embedding.shape[0], dims["num_layers"], dims["num_kv_heads"] * dims["head_dim"], None)
+    with torch.no_grad():
+        folded.prefix.copy_(encoder())
+    model.prefix_encoder = folded.to(encoder.embedding.device)
+    setattr(model, CONFIG_ATTR, replace(getattr(model, CONFIG_ATTR), prefix_projection=False))
+    return model
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Always the folded prefix (HF PEFT's key and layout): the MLP is a training device only.
+    return {"prompt_embeddings": model.prefix_encoder().detach()}
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    fold(model)  # the saved tensor is the MLP's output
+    copy_state_checked({"prompt_embeddings": model.prefix_encoder.prefix.data}, state, "prefix tuning")
+
+
+def num_trainable(model_config, config: PrefixTuningConfig) -> int:
+    dims = model_dims(model_config)
+    kv_dim = dims["num_kv_heads"] * dims["head_dim"]
+    width = dims["num_layers"] * 2 * kv_dim
+    if not config.prefix_projection:
+        return config.num_virtual_tokens * width
+    hidden = config.projection_hidden_size
+    return config.num_virtual_tokens * kv_dim + (kv_dim * hidden + hidden) + (hidden * width + width)
+
+
+def peft_adapter_config(model: nn.Module, config: PrefixTuningConfig) -> dict:
+    dims = model_dims(model.config)
+    kv_dim = dims["num_kv_heads"] * dims["head_dim"]
+    return {
+        "peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "inference_mode": True,
+        "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None,
+        "num_virtual_tokens": config.num_virtual_tokens, "num_layers": dims["num_layers"],
+        "token_dim": kv_dim, "num_attention_heads": dims["num_kv_heads"], "encoder_hidden_size": kv_dim,
+        "num_transformer_submodules": 1,
+        "prefix_projection": False,  # what we save is the folded prefix, whatever the training used
+    }
