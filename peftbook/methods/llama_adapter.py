@@ -1,0 +1,171 @@
+"""LLaMA-Adapter: zero-init, gated attention to learnable adaption prompts.
+
+Zhang et al. 2023, "LLaMA-Adapter: Efficient Fine-tuning of Language Models with Zero-init Attention",
+arXiv 2303.16199 (official code: github.com/OpenGVLab/LLaMA-Adapter, ``llama/model.py``).
+
+The idea. Each of the top ``adapter_layers`` layers gets a learnable prompt ``P`` of ``adapter_len`` vectors.
+The layer's own frozen key/value projections turn ``P`` into extra keys and values; every query attends to
+them with a *separate* softmax, and the result is scaled by a gate that starts at zero (paper eq. 7):
+
+    out_h = softmax(q_h K_h^T) V_h  +  tanh(g_h) * softmax(q_h K_P,h^T) V_P,h      (for each head h)
+    y     = o_proj(concat_h out_h)
+
+    hidden ──► attention (frozen) ──────────────────────────┐
+       │                                                    (+)──► o_proj ──► y
+       └──► q (RoPE) ──► softmax(q K_P^T) V_P ──► × tanh(g) ┘       g = 0 at step 0, so y = base
+
+Like the official code: the query is the rotated one (RoPE applied), the adapter keys are not rotated (the
+prompt has no position), the gate is one value per head, zero-initialised and passed through tanh, and the
+prompt starts as N(0, 1) (the official ``nn.Embedding`` init).
+
+What we do differently from HF PEFT (``peft.AdaptionPromptConfig``) and why:
+
+* Gate: PEFT learns one scalar per layer, without tanh. We default to the paper's per-head tanh gate;
+  ``gate="scalar"`` reproduces PEFT so the two can be compared (and so a test can prove equivalence).
+* Where the adapter output is added: PEFT projects it through ``o_proj`` on its own and adds the result after
+  the attention; we add it to the input of ``o_proj``, exactly where eq. 7 adds it. For bias-free
+  projections (llama, mistral) the two are the same by linearity; with a bias (gpt2's ``c_proj``) ours adds
+  the bias once, and gpt2's residual dropout sees the sum, as in the paper.
+* PEFT's gpt2 path adds the adapter output *after* ``c_proj``, unprojected; we project it like every other
+  architecture (the paper adds before ``wo``).
+* Coverage: PEFT supports llama, mistral and gpt2. We wrap the attention module of any architecture in
+  ``peftbook.models.ARCHITECTURES`` and reuse the model's own pieces: fused ``qkv_proj``/``c_attn`` (phi3,
+  gpt2), the model's ``apply_rotary_pos_emb`` (phi3's partial rotary), ``q_norm``/``k_norm`` (qwen3),
+  ``scaling`` and logit soft-capping (gemma2). GQA as in PEFT: the kv-head adapter keys/values are repeated
+  to the query heads in ``repeat_kv`` order.
+* The query is recomputed from the hidden states (as PEFT does): one extra query projection per adapted layer.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peftbook.methods import copy_state_checked
+from peftbook.models import decoder_layers, get_architecture, model_dims
+
+GATES = ("per_head_tanh", "scalar")
+PARAMETER_NAMES = ("adaption_prompt", "adaption_gate")
+
+
+@dataclass
+class LlamaAdapterConfig:
+    method: ClassVar[str] = "llama_adapter"
+    adapter_len: int = 10  # prompt vectors per adapted layer (the paper uses 10)
+    adapter_layers: int = 2  # how many of the *top* layers get a prompt (paper: 30 of LLaMA-7B's 32)
+    gate: str = "per_head_tanh"  # "per_head_tanh": paper eq. 7 and official code; "scalar": HF PEFT's variant
+
+    def validate(self) -> None:
+        for name in ("adapter_len", "adapter_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}={value!r} is not allowed; it must be a positive integer")
+        if self.gate not in GATES:
+            raise ValueError(f"gate={self.gate!r} is not allowed; allowed: {', '.join(GATES)}")
+
+
+class AdaptedAttention(nn.Module):
+    """One attention module plus its adaption prompt and gate; the output is the base's while the gate is 0."""
+
+    def __init__(self, attention: nn.Module, architecture, dims: dict, config: LlamaAdapterConfig):
+        super().__init__()
+        self.attention = attention
+        self.architecture = architecture  # module names, from peftbook.models.ARCHITECTURES
+        self.num_heads, self.num_kv_heads = dims["num_heads"], dims["num_kv_heads"]
+        self.head_dim = dims["head_dim"]
+        self.gate_kind = config.gate
+        weight = next(p for p in attention.parameters())
+        dtype = weight.dtype if weight.is_floating_point() else torch.float32  # a 4-bit base computes in fp32
+        self.adaption_prompt = nn.Parameter(  # (P, hidden): fed to the frozen k/v projections like a token
+            torch.randn(config.adapter_len, dims["hidden_size"], device=weight.device, dtype=dtype))
+        gate_size = self.num_heads if config.gate == "per_head_tanh" else 1
+        self.adaption_gate = nn.Parameter(torch.zeros(gate_size, device=weight.device, dtype=dtype))
+        # the model's own RoPE function (None for gpt2, which has learned absolute positions instead)
+        self.apply_rotary = getattr(sys.modules[type(attention).__module__], "apply_rotary_pos_emb", None)
+
+    def forward(self, hidden_states, *args, **kwargs):
+        adapter_output = self.adapter_attention(hidden_states, kwargs.get("position_embeddings"))
+        # add it to the input of the output projection, for the duration of this one call
+        o_proj = getattr(self.attention, self.architecture.o_proj)
+        hook = o_proj.register_forward_pre_hook(lambda module, inputs: (inputs[0] + adapter_output, *inputs[1:]))
+        try:
+            return self.attention(hidden_states, *args, **kwargs)
+        finally:
+            hook.remove()
+
+    def adapter_attention(self, hidden_states, position_embeddings):
+        """tanh(g) * softmax(q K_P^T * scale) V_P for every query position: (B, T, heads * head_dim)."""
+        batch, length, _ = hidden_states.shape
+        query = self._project(hidden_states)[0].view(batch, length, self.num_heads, self.head_dim)
+        query = self._norm("q_norm", query).transpose(1, 2)  # (B, nh, T, hd)
+        if self.apply_rotary is not None:
+            if position_embeddings is None:
+                raise RuntimeError("LLaMA-Adapter needs the rotary position_embeddings that transformers' decoder "
+                                   f"layer passes to {type(self.attention).__name__}, and got none")
+            cos, sin = position_embeddings
+            query, _ = self.apply_rotary(query, query, cos, sin)  # same rotation as the layer's own queries
+
+        _, key, value = self._project(self.adaption_prompt)  # (P, kv * hd) each; no RoPE on the prompt
+        key = self._norm("k_norm", key.view(-1, self.num_kv_heads, self.head_dim)).transpose(0, 1)  # (kv, P, hd)
+        value = value.view(-1, self.num_kv_heads, self.head_dim).transpose(0, 1)  # (kv, P, hd)
+        groups = self.num_heads // self.num_kv_heads  # GQA: each kv head serves `groups` query heads
+        key = key.repeat_interleave(groups, dim=0).to(query.dtype)  # (nh, P, hd)
+        value = value.repeat_interleave(groups, dim=0).to(query.dtype)  # (nh, P, hd)
+
+        scale = getattr(self.attention, "scaling", self.head_dim ** -0.5)
+        scores = (query @ key.transpose(-1, -2)) * scale  # (B, nh, T, P)
+        softcap = getattr(self.attention, "attn_logit_softcapping", None)
+        if softcap:  # gemma2 caps its attention logits; the prompt's are capped alike
+            scores = softcap * torch.tanh(scores / softcap)
+        weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # separate softmax over P
+        gate = self.adaption_gate.tanh() if self.gate_kind == "per_head_tanh" else self.adaption_gate
+        output = gate.view(1, -1, 1, 1) * (weights @ value)  # (B, nh, T, hd)
+        return output.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+
+    def _project(self, x):
+        """(queries, keys, values) from the layer's own projections, fused (gpt2, phi3) or not."""
+        arch = self.architecture
+        if arch.qkv_proj is not None:
+            q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+            return getattr(self.attention, arch.qkv_proj)(x).split([q_size, kv_size, kv_size], dim=-1)
+        return tuple(getattr(self.attention, name)(x) for name in (arch.q_proj, arch.k_proj, arch.v_proj))
+
+    def _norm(self, name, x):  # per-head query/key RMSNorm where the model has one (qwen3)
+        norm = getattr(self.attention, name, None)
+        return x if norm is None else norm(x)
+
+
+def inject(model: nn.Module, config: LlamaAdapterConfig) -> None:
+    """Wrap the attention module of the top ``config.adapter_layers`` decoder layers."""
+    architecture = get_architecture(model)
+    dims = model_dims(model.config)
+    layers = decoder_layers(model)
+    if config.adapter_layers > len(layers):
+        raise ValueError(f"adapter_layers={config.adapter_layers} is more than this model's {len(layers)} layers; "
+                         f"allowed: 1..{len(layers)}")
+    for layer in layers[-config.adapter_layers:]:
+        attention = getattr(layer, architecture.attention)
+        if isinstance(attention, AdaptedAttention):
+            raise ValueError("this model's attention is already wrapped by LLaMA-Adapter; load a fresh base model")
+        setattr(layer, architecture.attention, AdaptedAttention(attention, architecture, dims, config))
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The prompts and gates, keyed by their names in the model (``...self_attn.adaption_prompt``)."""
+    return {name: parameter for name, parameter in model.named_parameters()
+            if name.rsplit(".", 1)[-1] in PARAMETER_NAMES}
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    copy_state_checked(adapter_state(model), state, "llama_adapter")
+
+
+def num_trainable(model_config, config: LlamaAdapterConfig) -> int:
+    """adapter_layers * (adapter_len * hidden + gates), with one gate per head or one per layer."""
+    dims = model_dims(model_config)
+    gates = dims["num_heads"] if config.gate == "per_head_tanh" else 1
+    return config.adapter_layers * (config.adapter_len * dims["hidden_size"] + gates)
