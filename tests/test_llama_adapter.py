@@ -55,6 +55,16 @@ def test_more_adapter_layers_than_the_model_has_raises():
     assert not wrappers(model)
 
 
+def test_an_architecture_outside_the_table_raises_before_any_change():
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig
+
+    model = AutoModelForCausalLM.from_config(GPTNeoXConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                                                           num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(ValueError, match="'gpt_neox' is not supported"):
+        methods.apply(model, LlamaAdapterConfig(adapter_layers=1))
+    assert not wrappers(model)
+
+
 def test_applying_twice_raises():
     model = adapted("llama")
     with pytest.raises(ValueError, match="already applied"):
@@ -81,9 +91,9 @@ def test_only_prompts_and_gates_are_trained_and_count_matches_formula(model_type
     expected = ADAPTER_LAYERS * (ADAPTER_LEN * dims["hidden_size"] + gates_per_layer)
     assert num_trainable(model.config, config) == expected
     assert methods.trainable_parameters(model)[0] == expected
-    assert methods.make_config("llama_adapter", gate="scalar") and \
-        num_trainable(model.config, LlamaAdapterConfig(adapter_len=ADAPTER_LEN, adapter_layers=ADAPTER_LAYERS,
-                                                       gate="scalar")) == ADAPTER_LAYERS * (ADAPTER_LEN * dims["hidden_size"] + 1)
+    scalar = LlamaAdapterConfig(adapter_len=ADAPTER_LEN, adapter_layers=ADAPTER_LAYERS, gate="scalar")
+    assert num_trainable(model.config, scalar) == ADAPTER_LAYERS * (ADAPTER_LEN * dims["hidden_size"] + 1)
+    assert methods.trainable_parameters(adapted(model_type, gate="scalar"))[0] == num_trainable(model.config, scalar)
 
     # the adapted layers are the top ones
     layers = decoder_layers(model)

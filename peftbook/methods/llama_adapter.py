@@ -33,7 +33,11 @@ What we do differently from HF PEFT (``peft.AdaptionPromptConfig``) and why:
   gpt2), the model's ``apply_rotary_pos_emb`` (phi3's partial rotary), ``q_norm``/``k_norm`` (qwen3),
   ``scaling`` and logit soft-capping (gemma2). GQA as in PEFT: the kv-head adapter keys/values are repeated
   to the query heads in ``repeat_kv`` order.
-* The query is recomputed from the hidden states (as PEFT does): one extra query projection per adapted layer.
+* The query is recomputed from the hidden states (as PEFT does): one extra query projection per adapted
+  layer (the whole fused qkv projection for gpt2 and phi3).
+* Like PEFT, the wrapper moves the base weights of the adapted layers under ``.attention.`` in
+  ``state_dict`` (``...self_attn.attention.q_proj.weight``); ``save_adapter`` writes only prompts and gates.
+  No ``adapter_config.json`` is written: the per-head gate has no PEFT equivalent.
 """
 from __future__ import annotations
 
@@ -102,10 +106,11 @@ class AdaptedAttention(nn.Module):
         batch, length, _ = hidden_states.shape
         query = self._project(hidden_states)[0].view(batch, length, self.num_heads, self.head_dim)
         query = self._norm("q_norm", query).transpose(1, 2)  # (B, nh, T, hd)
+        if (self.apply_rotary is None) != (position_embeddings is None):  # rotate exactly when the model does
+            raise RuntimeError(f"{type(self.attention).__name__}: LLaMA-Adapter needs both the rotary "
+                               "position_embeddings passed by the decoder layer and the model's apply_rotary_pos_emb, "
+                               "or neither (learned absolute positions, like gpt2)")
         if self.apply_rotary is not None:
-            if position_embeddings is None:
-                raise RuntimeError("LLaMA-Adapter needs the rotary position_embeddings that transformers' decoder "
-                                   f"layer passes to {type(self.attention).__name__}, and got none")
             cos, sin = position_embeddings
             query, _ = self.apply_rotary(query, query, cos, sin)  # same rotation as the layer's own queries
 
