@@ -115,7 +115,7 @@ def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
 
 
 def _refuse_gradient_checkpointing(model: nn.Module) -> None:
-    if getattr(model, "is_gradient_checkpointing", False):
+    if any(getattr(module, "gradient_checkpointing", False) for module in model.modules()):  # as transformers checks
         raise ValueError("prefix tuning does not work with gradient checkpointing: checkpointed layers drop the KV "
                          "cache that carries the prefix. Call model.gradient_checkpointing_disable(), or use "
                          "prompt tuning or LoRA with checkpointing")

@@ -62,23 +62,28 @@ class PromptTuningConfig:
 
 
 def inject(model: nn.Module, config: PromptTuningConfig) -> None:
-    embedding = model.get_input_embeddings()
-    prompt = initial_prompt(model, config)  # (n, hidden), fp32
-    model.register_parameter("prompt_embeddings", nn.Parameter(prompt.to(embedding.weight.device)))
+    prompt = initial_prompt(model, config)  # (n, hidden), fp32, on the embedding's device
+    model.register_parameter("prompt_embeddings", nn.Parameter(prompt))
     model.register_forward_pre_hook(_prepend_virtual_tokens, with_kwargs=True)
 
 
 def initial_prompt(model: nn.Module, config: PromptTuningConfig) -> torch.Tensor:
     """The (num_virtual_tokens, hidden) starting prompt, as ``config.init`` asks."""
-    table = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden)
+    embedding = model.get_input_embeddings()
+    vocab_size, device = embedding.weight.shape[0], embedding.weight.device
+
+    def embed(token_ids) -> torch.Tensor:  # the module, not its weight: Gemma scales inside it
+        with torch.no_grad():
+            return embedding(torch.as_tensor(token_ids, device=device)).float()  # (len, hidden)
+
     n = config.num_virtual_tokens
     if config.init == "random":
-        return torch.randn(n, table.shape[1], device=table.device) * table.std()
+        scale = embed(torch.randint(0, vocab_size, (min(vocab_size, 4096),), device=device)).std()
+        return torch.randn(n, embedding.weight.shape[1], device=device) * scale
     if config.init == "vocab":
-        return table[torch.randint(0, table.shape[0], (n,), device=table.device)].clone()
+        return embed(torch.randint(0, vocab_size, (n,), device=device))
     token_ids = _tokenize(model, config)
-    token_ids = (token_ids * (n // len(token_ids) + 1))[:n]  # repeat, then truncate to n
-    return table[torch.tensor(token_ids, device=table.device)].clone()
+    return embed((token_ids * (n // len(token_ids) + 1))[:n])  # repeat, then truncate to n
 
 
 def _tokenize(model: nn.Module, config: PromptTuningConfig) -> list[int]:
