@@ -1,0 +1,279 @@
+"""Simulate the memory of one training step of any model, without allocating it.
+
+The real ``transformers`` model is built and trained for a step under
+``torch._subclasses.fake_tensor.FakeTensorMode``: every tensor is a fake that has a shape, a dtype
+and a storage size but no data, so a 70B Llama step runs in seconds on a laptop. The tracker of
+``measure.py`` watches the fake storages exactly as it watches real ones.
+
+Which step: AdamW creates its state lazily in the first ``step()``, so the first step is not the
+steady state. We run one untracked warm-up step and report the **second** step (weights and
+optimizer state exist on entry; activations, gradients and temporaries come and go).
+
+QLoRA: the frozen linear layers are replaced, as ``transformers``' bitsandbytes integration does
+(every ``nn.Linear`` but the output embedding), by ``bitsandbytes`` ``Linear4bit`` layers whose packed
+weight and quantization state are made by bitsandbytes' own ``quantize_4bit`` on fake tensors (its
+ops have fake kernels), so the 4-bit storage is counted exactly as on a real device.
+
+Where a GPU differs from this CPU trace (``device="cuda"`` models the first two):
+* the CUDA caching allocator rounds every block up to 512 bytes;
+* PyTorch's AdamW uses the ``foreach`` implementation on CUDA, with list-wide temporaries;
+* on CUDA, SDPA picks flash/memory-efficient kernels (no ``[B, heads, S, S]`` matrix); the CPU
+  trace uses whatever the CPU dispatcher picks, and ``attn_implementation="eager"`` keeps the matrix;
+* cuBLAS workspaces, the CUDA context (~0.3-0.5 GB, never in ``memory_allocated``) and
+  fragmentation (``reserved`` > ``allocated``) are not modelled.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peftbook.memory.measure import MemoryReport, track_memory
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OPTIMIZERS = ("adamw", "sgd")
+DEVICES = ("cpu", "cuda")
+BUILTIN_SHAPES = {"llama-1b": "1B", "llama-8b": "8B", "llama-70b": "70B", "llama-405b": "405B"}
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def resolve_config(model_or_config):
+    """A ``transformers`` config from a config, a model, ``"tiny"``, ``"llama-8b"``, a local dir/json, or a hub id."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(model_or_config, PretrainedConfig):
+        return model_or_config
+    if isinstance(model_or_config, nn.Module):
+        return model_or_config.config
+    if not isinstance(model_or_config, (str, Path)):
+        raise ValueError(f"model_or_config must be a transformers config, a model or a name/path; "
+                         f"got {type(model_or_config).__name__}")
+    name = str(model_or_config)
+    if name.lower() in BUILTIN_SHAPES:
+        from peftbook.zoo import llama_config
+
+        return llama_config(BUILTIN_SHAPES[name.lower()])
+    if name.startswith("tiny-"):  # tiny random configs of each architecture: tiny-llama, tiny-gpt2, ...
+        from peftbook.zoo import tiny_random_config
+
+        return tiny_random_config(name.removeprefix("tiny-"))
+    from peftbook.models import resolve_model_path
+
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".json":
+        return AutoConfig.from_pretrained(str(path))
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name))
+    except OSError as error:
+        raise FileNotFoundError(
+            f"could not get a config for model {name!r}: not one of tiny, {', '.join(BUILTIN_SHAPES)}, "
+            f"tiny-<type>, a local directory or config.json, nor a reachable hub id "
+            f"({str(error).splitlines()[0]})") from None
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not allowed; allowed: {', '.join(DTYPES)}")
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def check_step_args(batch_size, seq_len, optimizer, device) -> None:
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer {optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+    if str(device) not in DEVICES:
+        raise ValueError(f"device {device!r} is not allowed; allowed: {', '.join(DEVICES)}")
+
+
+def method_name(method_config) -> str:
+    return "full" if method_config is None else method_config.method
+
+
+# -- building --------------------------------------------------------------------------------
+def build_model(config, dtype: torch.dtype, method_config=None, attn_implementation=None) -> nn.Module:
+    """Instantiate ``config`` (random init) in ``dtype``, quantize for QLoRA, apply the method.
+
+    Runs as is on real tensors; under ``FakeTensorMode`` it builds the fake model.
+    """
+    from torch._subclasses.fake_tensor import is_fake
+    from transformers import AutoModelForCausalLM
+
+    import peftbook
+
+    kwargs = {"dtype": dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    except Exception as error:  # unknown model_type, inconsistent shapes, ...
+        raise ValueError(f"cannot build a causal LM from this config "
+                         f"(model_type={getattr(config, 'model_type', None)!r}): {error}") from error
+    fake = is_fake(next(model.parameters()))
+    if fake and method_name(method_config) == "qlora":
+        # QLoRA's own quantizer cannot wrap fake tensors in Params4bit: quantize the same layers here
+        quantize_linears_4bit(model, quant_type=method_config.quant_type, double_quant=method_config.double_quant)
+    if method_config is None:
+        model.requires_grad_(True)
+        return model
+    with _fake_safe_module_to() if fake else nullcontext():
+        peftbook.apply(model, method_config)
+    return model
+
+
+@contextmanager
+def _fake_safe_module_to():
+    """Make ``module.to("cpu")`` a no-op for fake modules (they already are on CPU).
+
+    ``nn.Module._apply`` moves fake parameters with ``swap_tensors``, which refuses tensors that
+    have a weakref, and FakeTensorMode keeps one on every fake tensor: so a method that calls
+    ``encoder.to(device)`` (prefix tuning does) would fail under the simulator though nothing moves.
+    """
+    original = nn.Module.to
+
+    def to(module, *args, **kwargs):
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is None and (device is None or device.type == "cpu"):
+            return module
+        return original(module, *args, **kwargs)
+
+    nn.Module.to = to
+    try:
+        yield
+    finally:
+        nn.Module.to = original
+
+
+def quantize_linears_4bit(model: nn.Module, quant_type: str = "nf4", double_quant: bool = True) -> nn.Module:
+    """Replace the linear layers of the decoder layers by frozen bitsandbytes ``Linear4bit`` ones.
+
+    The same layers as ``peftbook.methods.qlora`` quantizes (embeddings and output head stay), but
+    for fake tensors: ``Params4bit`` cannot wrap a fake tensor, so the packed weight is a plain fake
+    tensor carrying the ``quant_state`` that bitsandbytes' own ``quantize_4bit`` made for it.
+    """
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbf
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from transformers.pytorch_utils import Conv1D
+
+    from peftbook.models import get_architecture
+
+    # bitsandbytes builds its quantization maps with .tolist(), which fake tensors cannot do: warm its cache
+    with unset_fake_temporarily():
+        bnbf.quantize_4bit(torch.zeros(64, 64), quant_type=quant_type, compress_statistics=double_quant)
+    prefix = get_architecture(model).layers + "."
+    for name, child in list(model.named_modules()):
+        if not (name.startswith(prefix) and isinstance(child, (nn.Linear, Conv1D))):
+            continue
+        weight = child.weight.detach()
+        weight = weight.T.contiguous() if isinstance(child, Conv1D) else weight  # (out, in)
+        with unset_fake_temporarily():  # a module shell on the meta device, no data
+            layer = bnb.nn.Linear4bit(weight.shape[1], weight.shape[0], bias=child.bias is not None,
+                                      compute_dtype=weight.dtype, quant_type=quant_type,
+                                      compress_statistics=double_quant, device="meta")
+        packed, state = bnbf.quantize_4bit(weight, quant_type=quant_type, compress_statistics=double_quant)
+        for key, value in dict(quant_state=state, bnb_quantized=True, quant_type=quant_type, blocksize=64,
+                               compress_statistics=double_quant, quant_storage=torch.uint8, _is_param=True,
+                               module=layer).items():
+            setattr(packed, key, value)
+        layer._parameters["weight"] = packed
+        layer._parameters["bias"] = None if child.bias is None else nn.Parameter(child.bias.detach(), requires_grad=False)
+        layer.requires_grad_(False)
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, layer)
+    return model
+
+
+# -- one training step -----------------------------------------------------------------------
+def make_optimizer(name: str, model: nn.Module, device_type: str, lr: float = 1e-4):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: nothing to optimize")
+    foreach = device_type == "cuda"  # PyTorch's own default: foreach on CUDA, a for-loop on CPU
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, foreach=foreach)
+    return torch.optim.SGD(params, lr=lr, foreach=foreach)
+
+
+def training_step(model, optimizer, input_ids, mem=None) -> None:
+    """Forward (causal LM loss on the inputs), backward, optimizer step, zero_grad."""
+    loss = model(input_ids=input_ids, labels=input_ids).loss
+    if mem is not None:
+        mem.mark("backward")
+    loss.backward()
+    del loss
+    if mem is not None:
+        mem.mark("optimizer")
+    optimizer.step()
+    if mem is not None:
+        mem.mark("zero_grad")
+    optimizer.zero_grad(set_to_none=True)
+
+
+def profile_step(model, batch_size: int, seq_len: int, optimizer: str = "adamw", device="cpu",
+                 simulated: bool = False, warmup_steps: int = 1, as_device=None) -> MemoryReport:
+    """Run ``warmup_steps`` untracked steps, then track one: the steady-state step's memory.
+
+    ``as_device``: the device modelled (allocator rounding, foreach optimizer); default ``device``.
+    """
+    device = torch.device(device)
+    as_device = torch.device(as_device or device)
+    opt = make_optimizer(optimizer, model, as_device.type)
+    vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size")
+    input_ids = torch.randint(0, vocab, (batch_size, seq_len), device=device)
+    model.train()
+    for _ in range(warmup_steps):
+        training_step(model, opt, input_ids)
+    with track_memory(as_device, model=model, optimizer=opt, extra=[input_ids],
+                      simulated=simulated) as mem:
+        training_step(model, opt, input_ids, mem)
+    return mem.report
+
+
+def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, seq_len: int = 512,
+                    dtype="bf16", optimizer: str = "adamw", *, device: str = "cuda",
+                    attn_implementation: str | None = None) -> MemoryReport:
+    """Peak memory of one steady-state training step, by category, traced on fake tensors.
+
+    Args:
+        model_or_config: a ``transformers`` config or model, ``"tiny"``, ``"llama-1b|8b|70b|405b"``,
+            ``"tiny-<model_type>"``, a local model directory or config.json, or a hub id (needs network).
+        method_config: a method config (``make_config("lora", rank=8)``); None = full fine-tuning.
+        batch_size, seq_len: the batch of token ids (labels = inputs).
+        dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"``: weights, gradients and optimizer state (no AMP).
+        optimizer: ``"adamw"`` or ``"sgd"`` (no momentum).
+        device: the device simulated: ``"cuda"`` (512 B allocator blocks, foreach AdamW) or ``"cpu"``.
+        attn_implementation: passed to ``transformers`` (``"eager"``, ``"sdpa"``); default: its own.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    check_step_args(batch_size, seq_len, optimizer, device)
+    torch_dtype = resolve_dtype(dtype)
+    if method_config is not None:
+        method_config.validate()
+    config = resolve_config(model_or_config)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = build_model(config, torch_dtype, method_config, attn_implementation)
+        # fake tensors live on CPU; ``as_device`` models the simulated device's allocator and optimizer
+        report = profile_step(model, batch_size, seq_len, optimizer, "cpu", simulated=True, as_device=device)
+    report.device = f"{device} (simulated)"
+    report.notes.append("steady-state step (the second): AdamW state exists on entry")
+    if method_name(method_config) == "qlora":
+        report.notes.append("4-bit weights: bitsandbytes' own quantize_4bit on fake tensors (exact storage)")
+    return report
+
+
+def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: str = "adamw",
+                   device=None) -> MemoryReport:
+    """The same steady-state step as ``simulate_memory``, run for real on ``model``'s device."""
+    check_step_args(batch_size, seq_len, optimizer, "cpu")
+    device = device or next(model.parameters()).device
+    return profile_step(model, batch_size, seq_len, optimizer, device, simulated=False)
+
