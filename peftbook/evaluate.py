@@ -1,0 +1,195 @@
+"""Evaluate a (possibly adapted) causal LM on a task split.
+
+* **classification**: the prediction is the label word with the highest log-likelihood after the
+  prompt (the sum of its tokens' log-probabilities), scored in batches; accuracy via ``task.score``.
+* **generation**: greedy decoding in batches with left padding; BLEU (sacrebleu), ROUGE-L
+  (rouge-score) and the task's own metrics (e.g. slot accuracy) via ``task.score``.
+* **latency**: seconds per example at batch size 1 (prefill + generation of the answer), median
+  over a few examples, so a long few-shot prompt can be compared with a soft prompt, and a merged
+  LoRA with an unmerged one or with prefix/adapter methods.
+
+The same prompt/target tokenization as training (``encode_example``) is used, so what the model was
+trained to continue is exactly what it is asked to continue here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+SPLITS = ("train", "validation", "test")
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Prompt token ids, with the tokenizer's special prefix (e.g. ``<s>``) where it adds one."""
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def encode_target(tokenizer, target: str) -> list[int]:
+    """Target token ids: no special tokens, as a continuation of the prompt."""
+    return list(tokenizer(target, add_special_tokens=False)["input_ids"])
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def label_targets(task, example) -> list[str]:
+    """The target string of every label word for ``example`` (e.g. [" positive", " negative"])."""
+    return [task.target(dataclasses.replace(example, output=label, label=label)) for label in task.labels]
+
+
+@torch.no_grad()
+def continuation_logprobs(model, pad_token_id: int, prompts: list[list[int]], continuations: list[list[int]],
+                          batch_size: int = 16) -> list[float]:
+    """Sum of log p(continuation | prompt) for each (prompt, continuation) pair, in right-padded batches.
+
+    Methods that prepend virtual tokens (prompt tuning) return longer logits: the last ``T``
+    positions are always the real tokens', so we read those.
+    """
+    device = model_device(model)
+    scores: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        pairs = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
+        length = max(len(p) + len(c) for p, c in pairs)
+        input_ids = torch.full((len(pairs), length), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(pairs), length), dtype=torch.long)
+        for row, (prompt, cont) in enumerate(pairs):
+            ids = prompt + cont
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        logprobs = F.log_softmax(logits[:, -length:].float(), dim=-1)  # (B, T, V)
+        for row, (prompt, cont) in enumerate(pairs):
+            # token t is predicted at position t-1
+            positions = torch.arange(len(prompt) - 1, len(prompt) + len(cont) - 1, device=device)
+            tokens = torch.tensor(cont, device=device)
+            scores.append(logprobs[row, positions, tokens].sum().item())
+    return scores
+
+
+def classify(model, tokenizer, task, examples, batch_size: int = 16) -> list[str]:
+    """Predicted label word per example (highest label log-likelihood)."""
+    prompts, continuations = [], []
+    for example in examples:
+        prompt = encode_prompt(tokenizer, task.prompt(example))
+        for target in label_targets(task, example):
+            prompts.append(prompt)
+            continuations.append(encode_target(tokenizer, target))
+    # batch_size counts examples; each contributes one row per label
+    scores = continuation_logprobs(model, tokenizer.pad_token_id, prompts, continuations,
+                                   batch_size=batch_size * len(task.labels))
+    n_labels = len(task.labels)
+    predictions = []
+    for i in range(len(examples)):
+        row = scores[i * n_labels:(i + 1) * n_labels]
+        predictions.append(task.labels[max(range(n_labels), key=row.__getitem__)])
+    return predictions
+
+
+def default_max_new_tokens(tokenizer, task) -> int:
+    """Room for the longest training target (first 200 examples) plus a margin, and the eos."""
+    lengths = [len(encode_target(tokenizer, task.target(e))) for e in task.examples("train")[:200]]
+    return int(max(lengths, default=16) * 1.5) + 4
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy continuations of ``prompts`` (left-padded batches), decoded without special tokens."""
+    device = model_device(model)
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
+        length = max(map(len, encoded))
+        input_ids = torch.full((len(encoded), length), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        for row, ids in enumerate(encoded):  # left padding: every prompt ends at the last column
+            input_ids[row, length - len(ids):] = torch.tensor(ids)
+            attention_mask[row, length - len(ids):] = 1
+        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                   max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for row in generated[:, length:]:
+            outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return outputs
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU (sacrebleu, 0-100) and mean ROUGE-L F1 (rouge-score, 0-1)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    bleu = sacrebleu.corpus_bleu(predictions, [references]).score
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return {"bleu": float(bleu), "rougeL": float(sum(rouge) / max(len(rouge), 1))}
+
+
+@torch.no_grad()
+def measure_latency(model, tokenizer, task, examples, max_new_tokens: int) -> float:
+    """Median seconds per example at batch size 1: prefill + the answer (label scoring or generation)."""
+    times = []
+    for example in examples:
+        start = time.perf_counter()
+        if task.kind == "classification":
+            classify(model, tokenizer, task, [example], batch_size=1)
+        else:
+            generate(model, tokenizer, [task.prompt(example)], max_new_tokens, batch_size=1)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) if times else float("nan")
+
+
+def evaluate(model, tokenizer, task, split: str = "validation", *, max_examples: int | None = None,
+             batch_size: int = 16, max_new_tokens: int | None = None, latency_examples: int = 8) -> dict:
+    """Score ``model`` on ``task``'s ``split``.
+
+    Args:
+        split: "train", "validation" or "test" (tune on validation; report test once).
+        max_examples: evaluate the first N examples only.
+        batch_size: examples per forward/generate batch.
+        max_new_tokens: generation budget; default from the training targets' length.
+        latency_examples: examples timed one by one for ``latency_s`` (0 skips it).
+
+    Returns:
+        ``{"metric", "value", <all task metrics>, ("bleu", "rougeL" for generation), "n_examples",
+        "seconds_per_example" (batched), "latency_s" (batch size 1), "predictions"}``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be >= 1 (or None for all), got {max_examples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    examples = task.examples(split)
+    if max_examples is not None:
+        examples = examples[:max_examples]
+    if not examples:
+        raise ValueError(f"task {task.name!r} has no {split!r} examples")
+    was_training = model.training
+    model.eval()
+    try:
+        if max_new_tokens is None and task.kind != "classification":
+            max_new_tokens = default_max_new_tokens(tokenizer, task)
+        start = time.perf_counter()
+        if task.kind == "classification":
+            predictions = classify(model, tokenizer, task, examples, batch_size)
+        else:
+            predictions = generate(model, tokenizer, [task.prompt(e) for e in examples], max_new_tokens, batch_size)
+        elapsed = time.perf_counter() - start
+        scores = dict(task.score(predictions, examples))
+        if task.kind != "classification" and not {"bleu", "rougeL"} <= set(scores):
+            references = [task.target(e).strip() for e in examples]  # a task that scores only its own metric
+            scores = {**text_metrics(predictions, references), **scores}
+        latency = measure_latency(model, tokenizer, task, examples[:latency_examples], max_new_tokens or 1)
+    finally:
+        model.train(was_training)
+    return {"metric": task.metric, "value": float(scores[task.metric]), **{k: float(v) for k, v in scores.items()},
+            "split": split, "n_examples": len(examples), "seconds_per_example": elapsed / len(examples),
+            "latency_s": latency, "predictions": predictions}

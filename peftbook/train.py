@@ -1,0 +1,426 @@
+"""One training loop for every method, built on Hugging Face Accelerate.
+
+``train(model, tokenizer, task, TrainConfig(...))`` fine-tunes whatever parameters of ``model`` are
+trainable (after ``peftbook.apply``), and returns a ``TrainResult`` with the loss per step, the
+validation metrics every ``eval_every`` steps, timing and the peak memory of the first steps.
+
+What it does, and why:
+
+* **loss on the target only**: prompt tokens get label -100; generation targets end with eos so the
+  model learns to stop. The loss is the sum over target tokens divided by the number of target
+  tokens in the *global* batch (all micro-batches, all processes), so gradient accumulation and
+  several processes give the same gradient as one big batch (the mean-of-means of a per-micro-batch
+  mean would weight short examples more).
+* **data order** is a seeded permutation per epoch, so the data position is just the step number:
+  a checkpoint needs no sampler state, and every process sees the same global batch and takes its
+  slice of it (``torchrun --nproc_per_node 2`` or ``accelerate launch`` runs the same loop).
+* **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``), linear
+  warmup then cosine or linear decay, gradient clipping, bf16 autocast on CUDA, optional gradient
+  checkpointing.
+* **checkpoints** every ``checkpoint_every`` steps: the trainable parameters, the optimizer and
+  scheduler states, every process's RNG state, the step and the history; ``resume=True`` continues
+  from the latest one and ends with the same weights as an uninterrupted run. Ctrl-C
+  (KeyboardInterrupt) saves a checkpoint and the results so far and returns them (``interrupted``).
+* **memory**: the first ``memory_steps`` steps run under ``peftbook.memory.track_memory`` when
+  that module exists (the peak is reached once the optimizer state exists); the step time is taken
+  from the other steps, so the tracker's overhead does not count.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = ("auto", "adamw", "paged_adamw_8bit")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100                  # optimizer steps
+    batch_size: int = 8               # examples per micro-batch, over all processes together
+    grad_accum: int = 1               # micro-batches per optimizer step
+    lr: float = 1e-3                  # peak learning rate (prompt tuning wants ~1e-1, full FT ~1e-4)
+    weight_decay: float = 0.0         # AdamW decoupled weight decay
+    warmup: int = 0                   # linear warmup steps from 0 to lr
+    schedule: str = "cosine"          # decay after warmup: cosine | linear (to 0) | constant
+    max_grad_norm: float | None = 1.0  # global-norm clipping; None turns it off
+    grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
+    max_length: int = 256             # tokens per example; longer ones keep their end (the target)
+    eval_every: int = 0               # validate every N steps (and at the end); 0 = only at the end
+    eval_examples: int | None = 200   # validation examples per evaluation (None = all)
+    final_eval: bool = True           # evaluate on validation after the last step
+    checkpoint_every: int = 0         # save a resumable checkpoint every N steps (needs out_dir)
+    out_dir: str | None = None        # where checkpoints, history.json and the final adapter go
+    resume: bool = False              # continue from the latest checkpoint in out_dir
+    seed: int = 0                     # data order, dropout and any random init after this point
+    optimizer: str = "auto"           # auto (paged 8-bit AdamW for QLoRA on CUDA, else AdamW) | adamw | paged_adamw_8bit
+    memory_steps: int = 2             # steps measured by track_memory (0 = no measurement)
+    progress: bool = True             # tqdm.auto progress bar with the loss
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if (self.checkpoint_every or self.resume) and not self.out_dir:
+            raise ValueError("checkpoint_every and resume need out_dir")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr", "grad_norm", "tokens"}
+    evals: list[dict] = field(default_factory=list)    # {"step", "metric", "value", ...} on validation
+    memory: dict | None = None                         # {"peak_bytes", "by_category"} of the first steps
+    step_time_s: float | None = None                  # median seconds per optimizer step
+    tokens_per_s: float | None = None                  # non-padding tokens per second (all processes)
+    steps_done: int = 0
+    interrupted: bool = False
+    num_processes: int = 1
+    out_dir: str | None = None
+
+    @property
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.history]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- data
+
+def encode_example(tokenizer, task, example, max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of prompt + target; labels are -100 on the prompt."""
+    from peftbook.evaluate import encode_prompt, encode_target
+
+    prompt = encode_prompt(tokenizer, task.prompt(example))
+    target = encode_target(tokenizer, task.target(example))
+    if task.kind == "generation":
+        target = target + [tokenizer.eos_token_id]  # learn to stop
+    ids = (prompt + target)[-max_length:]
+    labels = ([-100] * len(prompt) + target)[-max_length:]
+    return ids, labels
+
+
+def collate(encoded: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (-100 on prompt and padding)."""
+    length = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), length), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(encoded), length), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
+    for row, (ids, labs) in enumerate(encoded):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        labels[row, :len(labs)] = torch.tensor(labs)
+        attention_mask[row, :len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def example_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def step_indices(num_examples: int, seed: int, step: int, per_step: int) -> list[int]:
+    """Example indices of optimizer step ``step`` (0-based): a function of the step only."""
+    indices = []
+    for position in range(step * per_step, (step + 1) * per_step):
+        epoch, offset = divmod(position, num_examples)
+        indices.append(example_order(num_examples, seed, epoch)[offset])
+    return indices
+
+
+def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled positions.
+
+    Methods that prepend virtual tokens return logits longer than the labels: the last ``T``
+    positions belong to the real tokens.
+    """
+    logits = logits[:, -labels.shape[1]:].float()
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
+        reduction="sum")
+
+
+def lr_lambda(config: TrainConfig):
+    def factor(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / (config.warmup + 1)
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+def make_optimizer(model, config: TrainConfig, device: torch.device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters; apply a method first (peftbook.apply)")
+    from peftbook.methods import applied_config
+
+    method = getattr(applied_config(model), "method", None)
+    use_paged = config.optimizer == "paged_adamw_8bit" or (
+        config.optimizer == "auto" and method == "qlora" and device.type == "cuda")
+    if use_paged:
+        from peftbook.methods.qlora import qlora_optimizer
+        return qlora_optimizer(params, config.lr)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def latest_checkpoint(out_dir) -> Path | None:
+    root = Path(out_dir) / "checkpoints"
+    steps = sorted((int(p.name.split("-")[1]), p) for p in root.glob("step-*") if (p / "state.json").exists())
+    return steps[-1][1] if steps else None
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, result: TrainResult, config: TrainConfig) -> Path:
+    """Write a resumable checkpoint for the current step (every process writes its RNG state)."""
+    from safetensors.torch import save_file
+
+    from peftbook.methods import applied_config, save_adapter
+
+    directory = Path(config.out_dir) / "checkpoints" / f"step-{result.steps_done}"
+    directory.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    torch.save(rng, directory / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        save_file(_trainable_state(model), str(directory / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   directory / "optimizer.pt")
+        if applied_config(model) is not None:  # a usable adapter too (eval --adapter <checkpoint>/adapter)
+            save_adapter(model, directory / "adapter")
+        state = {"step": result.steps_done, "history": result.history, "evals": result.evals,
+                 "memory": result.memory, "config": asdict(config), "num_processes": accelerator.num_processes}
+        (directory / "state.json").write_text(json.dumps(state, indent=1, default=str))  # written last: complete
+    accelerator.wait_for_everyone()
+    return directory
+
+
+def load_checkpoint(directory: Path, accelerator, model, optimizer, scheduler, result: TrainResult) -> None:
+    from safetensors.torch import load_file
+
+    from peftbook.methods import copy_state_checked
+
+    state = json.loads((directory / "state.json").read_text())
+    if state["num_processes"] != accelerator.num_processes:
+        raise ValueError(f"checkpoint {directory} was written by {state['num_processes']} process(es); "
+                         f"resume it with the same number, not {accelerator.num_processes}")
+    device = next(model.parameters()).device
+    target = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    saved = {k: v.to(device) for k, v in load_file(str(directory / "trainable.safetensors")).items()}
+    copy_state_checked({k: p.data for k, p in target.items()}, saved, f"checkpoint {directory}")
+    states = torch.load(directory / "optimizer.pt", map_location=device, weights_only=False)
+    optimizer.load_state_dict(states["optimizer"])
+    scheduler.load_state_dict(states["scheduler"])
+    rng = torch.load(directory / f"rng-{accelerator.process_index}.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    result.steps_done = state["step"]
+    result.history = state["history"]
+    result.evals = state["evals"]
+    result.memory = state["memory"]
+
+
+# ---------------------------------------------------------------- memory
+
+def _memory_tracker(model, optimizer, device):
+    """``track_memory`` of peftbook.memory when it exists, given what it can use; else None."""
+    try:
+        from peftbook.memory import track_memory
+    except ImportError:
+        return None
+    accepted = inspect.signature(track_memory).parameters
+    offer = {"device": device.type, "model": model, "optimizer": optimizer}
+    return track_memory(**{k: v for k, v in offer.items() if k in accepted})
+
+
+def _report_dict(report) -> dict | None:
+    if report is None:
+        return None
+    if isinstance(report, dict):
+        peak, by_category = report.get("peak_bytes"), report.get("by_category")
+    else:
+        peak, by_category = getattr(report, "peak_bytes", None), getattr(report, "by_category", None)
+    return {"peak_bytes": int(peak) if peak is not None else None,
+            "by_category": {k: int(v) for k, v in dict(by_category or {}).items()}}
+
+
+# ---------------------------------------------------------------- the loop
+
+def train(model, tokenizer, task, config: TrainConfig | None = None, *, callbacks=()) -> TrainResult:
+    """Fine-tune the trainable parameters of ``model`` on ``task``'s train split.
+
+    Args:
+        model: a causal LM, usually after ``peftbook.apply(model, method_config)``.
+        tokenizer: its tokenizer (needs a pad token; eos is used as pad if missing).
+        task: a ``peftbook.tasks.Task``; validation is used for evaluation, never test.
+        config: a ``TrainConfig``.
+        callbacks: callables ``cb(step, result)`` run after each optimizer step; raising
+            ``KeyboardInterrupt`` from one behaves like Ctrl-C.
+
+    Returns:
+        a ``TrainResult`` (also written to ``out_dir/history.json`` when ``out_dir`` is set).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from peftbook.evaluate import evaluate
+    from peftbook.methods import applied_config, save_adapter
+
+    config = config or TrainConfig()
+    config.validate()
+    train_examples = task.examples("train")
+    if not train_examples:
+        raise ValueError(f"task {task.name!r} has no training examples")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    device_type = next(model.parameters()).device.type
+    accelerator = Accelerator(cpu=device_type == "cpu", mixed_precision="bf16" if device_type == "cuda" else "no")
+    world = accelerator.num_processes
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
+    if config.resume and latest_checkpoint(config.out_dir) is None:
+        raise FileNotFoundError(f"resume=True but {config.out_dir} holds no checkpoint")
+    set_seed(config.seed)
+
+    if config.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    optimizer = make_optimizer(model, config, accelerator.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    # The scheduler stays unprepared: Accelerate's wrapper steps it once per process.
+    raw_optimizer = optimizer
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    result = TrainResult(num_processes=world, out_dir=config.out_dir)
+    if config.resume:
+        load_checkpoint(latest_checkpoint(config.out_dir), accelerator, model, optimizer, scheduler, result)
+
+    encoded = [encode_example(tokenizer, task, e, config.max_length) for e in train_examples]
+    per_step = config.batch_size * config.grad_accum
+    per_process = config.batch_size // world
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    step_times: list[float] = []
+    step_tokens: list[int] = []
+    tracker = None
+    bar = tqdm(total=config.steps, initial=result.steps_done, desc="train", dynamic_ncols=True,
+               disable=not (config.progress and accelerator.is_main_process))
+
+    def run_eval(step: int) -> None:
+        if accelerator.is_main_process:
+            metrics = evaluate(model, tokenizer, task, "validation", max_examples=config.eval_examples,
+                               latency_examples=0)
+            metrics.pop("predictions")
+            result.evals.append({"step": step, **metrics})
+            model.train()
+        accelerator.wait_for_everyone()
+
+    try:
+        while result.steps_done < config.steps:
+            step = result.steps_done
+            if step < config.memory_steps and tracker is None and result.memory is None:
+                tracker = _memory_tracker(model, raw_optimizer, accelerator.device)
+                report = tracker.__enter__() if tracker is not None else None
+            start = time.perf_counter()
+            batch_ids = step_indices(len(encoded), config.seed, step, per_step)
+            micro = [collate([encoded[i] for i in batch_ids[k * config.batch_size:(k + 1) * config.batch_size]],
+                             tokenizer.pad_token_id) for k in range(config.grad_accum)]
+            global_targets = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
+            rank_slice = slice(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)
+            loss_sum = torch.zeros((), device=accelerator.device)
+            tokens = 0
+            for k, batch in enumerate(micro):
+                batch = {name: t[rank_slice].to(accelerator.device) for name, t in batch.items()}
+                tokens += int(batch["attention_mask"].sum())
+                sync = k == len(micro) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
+                    logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    summed = target_token_loss(logits, batch["labels"])
+                    # DDP averages gradients over processes, hence the factor `world`
+                    accelerator.backward(summed * world / max(global_targets, 1))
+                loss_sum += summed.detach()
+            grad_norm = None
+            if config.max_grad_norm is not None:
+                grad_norm = float(accelerator.clip_grad_norm_(trainable, config.max_grad_norm))
+            if tracker is not None:
+                tracker.mark("backward")  # labels the gradients before zero_grad frees them
+            optimizer.step()
+            scheduler.step()
+            if tracker is not None:
+                tracker.mark("optimizer step")
+            optimizer.zero_grad(set_to_none=True)
+            loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(global_targets, 1)
+            tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
+            elapsed = time.perf_counter() - start
+            result.steps_done = step + 1
+            result.history.append({"step": step + 1, "loss": loss, "lr": scheduler.get_last_lr()[0],
+                                   "grad_norm": grad_norm, "tokens": tokens})
+            if tracker is not None and result.steps_done >= config.memory_steps:
+                tracker.__exit__(None, None, None)
+                result.memory = _report_dict(report)
+                tracker = None
+            elif tracker is None:
+                step_times.append(elapsed)
+                step_tokens.append(tokens)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if config.eval_every and result.steps_done % config.eval_every == 0 and result.steps_done < config.steps:
+                run_eval(result.steps_done)
+            if config.checkpoint_every and result.steps_done % config.checkpoint_every == 0:
+                save_checkpoint(accelerator, model, optimizer, scheduler, result, config)
+            for callback in callbacks:
+                callback(result.steps_done, result)
+        if config.final_eval:
+            run_eval(result.steps_done)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        if tracker is not None:
+            tracker.__exit__(None, None, None)
+            result.memory = _report_dict(report)
+        if config.out_dir:
+            save_checkpoint(accelerator, model, optimizer, scheduler, result, config)
+    finally:
+        bar.close()
+        model.train(False)
+        accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
+
+    if step_times:
+        result.step_time_s = statistics.median(step_times)
+        result.tokens_per_s = sum(step_tokens) / sum(step_times)
+    if config.out_dir and accelerator.is_main_process:
+        out = Path(config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if applied_config(model) is not None:
+            save_adapter(model, out / "adapter")
+        (out / "history.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    return result
