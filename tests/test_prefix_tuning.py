@@ -129,24 +129,35 @@ def test_same_logits_and_gradients_as_hf_peft(tmp_path, model_type, prefix_proje
 
 
 def greedy_without_cache(model, ids, steps):
+    """Greedy decoding that recomputes everything each step: ids and each step's last logits."""
+    logits = []
     with torch.no_grad():
         for _ in range(steps):
-            next_token = model(input_ids=ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, next_token], dim=1)
-    return ids
+            logits.append(model(input_ids=ids, use_cache=False).logits[:, -1])
+            ids = torch.cat([ids, logits[-1].argmax(-1, keepdim=True)], dim=1)
+    return ids, torch.stack(logits, 1)  # (B, T+steps), (B, steps, vocab)
+
+
+def generate_greedy(model, ids, mask, steps=4):
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+                         output_logits=True, return_dict_in_generate=True)
+    return out.sequences, torch.stack(out.logits, 1)  # (B, T+steps), (B, steps, vocab)
 
 
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_generate_with_kv_cache_and_left_padding(model_type):
     model = prefix_model(model_type)
     x = ids_batch()
-    generated = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=4, do_sample=False)
-    assert torch.equal(generated, greedy_without_cache(model, x, 4))  # the prefix is not re-added per step
+    sequences, logits = generate_greedy(model, x, torch.ones_like(x))
+    expected_sequences, expected_logits = greedy_without_cache(model, x, 4)
+    assert torch.equal(sequences, expected_sequences)  # the prefix is not re-added per step
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
     padded, mask = x.clone(), torch.ones_like(x)
     padded[1, :2], mask[1, :2] = 0, 0
-    batch = model.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False)
-    alone = model.generate(x[1:, 2:], attention_mask=mask[1:, 2:], max_new_tokens=4, do_sample=False)
-    assert torch.equal(batch[1, -4:], alone[0, -4:])  # a left-padded row generates what it does alone
+    batch_sequences, batch_logits = generate_greedy(model, padded, mask)
+    alone_sequences, alone_logits = generate_greedy(model, x[1:, 2:], mask[1:, 2:])
+    assert torch.equal(batch_sequences[1, -4:], alone_sequences[0, -4:])  # a left-padded row generates what it does alone
+    torch.testing.assert_close(batch_logits[1], alone_logits[0], atol=1e-5, rtol=1e-5)
 
 
 def test_gradient_checkpointing_is_refused_at_apply_and_at_the_next_forward():
