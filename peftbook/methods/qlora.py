@@ -1,0 +1,167 @@
+"""QLoRA: Efficient Finetuning of Quantized LLMs (Dettmers et al. 2023, arXiv 2305.14314).
+
+The idea: LoRA already freezes the base, so the base need not be stored in 16 bits.  QLoRA
+keeps it in **4-bit NormalFloat (NF4)**, a 4-bit code whose 16 levels are quantiles of a normal
+distribution (pretrained weights are roughly normal), one absmax scale per block of 64 weights,
+and **double quantization** (the fp32 scales themselves quantized to 8 bits, ~0.37 bit/param
+saved).  Each forward dequantizes a block on the fly and computes in bf16/fp32; the LoRA
+matrices on top stay in that higher precision and are the only thing that trains.  **Paged
+optimizers** (AdamW states in CUDA unified memory) absorb memory spikes on GPU.
+
+    x ──> dequant(W_nf4) x  ───────────────┐      W: 0.5 byte/param + scales, frozen
+     └──> B A x * alpha/rank  (fp32/bf16) ─┴─> +
+
+What we do, and how it differs from the reference (``qlora.py`` + HF PEFT):
+
+* Two ways in: a model loaded with ``load_model(..., quantize="nf4")`` (transformers'
+  BitsAndBytesConfig) is used as is; a full-precision model has the linear layers of its decoder
+  layers quantized **in place** to ``bnb.nn.Linear4bit`` (embeddings, norms and the output head
+  stay as they are, like transformers' default), so ``apply(fp_model, QLoRAConfig())`` works.
+* LoRA weights take the 4-bit layers' compute dtype (fp32 on CPU, bf16 on GPU), like the paper's
+  code with ``--bf16``.  We do **not** call peft's ``prepare_model_for_kbit_training``, which casts
+  every non-quantized parameter (embeddings, norms, output head) to fp32: on a bf16 model that
+  doubles their memory for no gain in the LoRA gradients (peft #1149, bitsandbytes #1569); see
+  ``benchmarks/vs_peft.py --kbit-upcast`` for the measured cost.
+* ``merge`` is explicit about 4 bits: it dequantizes each wrapped base into an ``nn.Linear`` in the
+  compute dtype and adds ``B A`` there, so the merged model is a higher-precision model (its error
+  vs the unmerged 4-bit model is tested).  ``unmerge`` subtracts and re-quantizes: NF4 values are
+  fixed points of the quantizer, so the same 4-bit codes come back (tested); the double-quantized
+  block scales are re-quantized around a new mean and move by < 1%.
+* On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a ``Linear4bit`` into an inference-only
+  layout on its first eval/no-grad forward, and later *training* forwards then run a kernel with
+  no autograd: gradients stop flowing through the base layers and the LoRA weights below them get
+  no gradient, silently (seen here: ``grad is None`` after one eval pass).  ``inject`` turns that
+  repacking off (and undoes it where it already happened), so evaluation between training steps
+  is safe; CPU inference of 4-bit layers is slower for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peftbook import models
+from peftbook.methods import lora
+from peftbook.methods.lora import LoRAConfig, adapter_state, load_adapter_state, num_trainable  # noqa: F401
+
+QUANT_TYPES = ("nf4", "fp4")
+
+
+@dataclass
+class QLoRAConfig(LoRAConfig):
+    method: ClassVar[str] = "qlora"
+    quant_type: str = "nf4"  # NF4 (the paper's choice: normal quantiles) or plain 4-bit float
+    double_quant: bool = True  # quantize the per-block scales too (~0.37 bit/param saved)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.quant_type not in QUANT_TYPES:
+            raise ValueError(f"quant_type={self.quant_type!r} is not allowed; allowed: {', '.join(QUANT_TYPES)}")
+        if not isinstance(self.double_quant, bool):
+            raise ValueError(f"double_quant={self.double_quant!r} is not allowed; use True or False")
+        if not models.bnb_4bit_available():
+            raise RuntimeError("QLoRA needs bitsandbytes with a working 4-bit backend (CPU or CUDA), and none "
+                               "was found on this machine; use LoRAConfig on a full-precision model instead")
+
+
+def is_4bit(layer: nn.Module) -> bool:
+    import bitsandbytes as bnb
+
+    return isinstance(layer, bnb.nn.Linear4bit)
+
+
+def quantize_linear(layer: nn.Module, quant_type: str = "nf4", double_quant: bool = True) -> nn.Module:
+    """A frozen ``bnb.nn.Linear4bit`` holding ``layer``'s weight (nn.Linear or gpt2 Conv1D)."""
+    import bitsandbytes as bnb
+
+    weight = layer.weight.detach()
+    weight = weight.T if isinstance(layer, Conv1D) else weight  # (out, in), as Linear4bit expects
+    out_features, in_features = weight.shape
+    quantized = bnb.nn.Linear4bit(in_features, out_features, bias=layer.bias is not None, device="meta",
+                                  compute_dtype=weight.dtype, compress_statistics=double_quant, quant_type=quant_type)
+    quantized.weight = bnb.nn.Params4bit(weight.contiguous(), requires_grad=False, quant_type=quant_type,
+                                         compress_statistics=double_quant, module=quantized)
+    if layer.bias is not None:
+        quantized.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    quantized = quantized.to(weight.device)  # moving a Params4bit to a device is what quantizes it
+    keep_trainable_layout(quantized)
+    return quantized
+
+
+def keep_trainable_layout(layer: nn.Module) -> None:
+    """Stop bnb's CPU inference repacking of ``layer`` (it breaks backward; see module docstring)."""
+    import bitsandbytes.functional as F
+
+    layer.support_avx512bf16_for_cpu = False
+    if getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
+        layer.weight.data, layer.weight.quant_state = F._convert_weight_packed_for_cpu_inverse(
+            layer.weight.data, layer.weight.quant_state)
+
+
+def dequantize_linear(layer: nn.Module) -> nn.Linear:
+    """An ``nn.Linear`` in the layer's compute dtype holding dequant(W_4bit)."""
+    import bitsandbytes.functional as F
+
+    keep_trainable_layout(layer)
+    data, state = layer.weight.data, layer.weight.quant_state
+    dtype = layer.compute_dtype or torch.float32
+    weight = F.dequantize_4bit(data, state).to(dtype)  # (out, in)
+    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                       device="meta", dtype=dtype)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if layer.bias is not None:
+        linear.bias = nn.Parameter(layer.bias.detach().to(dtype), requires_grad=False)
+    return linear
+
+
+def inject(model: nn.Module, config: QLoRAConfig) -> None:
+    layers_path = models.get_architecture(model).layers
+    for name, module in list(model.named_modules()):
+        if is_4bit(module):  # already 4-bit (load_model(..., quantize="nf4"))
+            keep_trainable_layout(module)
+        elif name.startswith(layers_path + ".") and isinstance(module, (nn.Linear, Conv1D)):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child,
+                    quantize_linear(module, config.quant_type, config.double_quant))
+    for name in lora.resolve_targets(model, config):
+        parent_name, _, child = name.rpartition(".")
+        base = model.get_submodule(name)
+        dtype = getattr(base, "compute_dtype", None) or torch.float32  # LoRA in the 4-bit layer's compute dtype
+        setattr(model.get_submodule(parent_name), child,
+                lora.LoRALinear(base, config.rank, config.alpha, config.dropout, config.use_rslora, dtype))
+
+
+def peft_adapter_config(model: nn.Module, config: QLoRAConfig) -> dict:
+    return lora.peft_adapter_config(model, config)  # the adapter is plain LoRA; the base's 4 bits are not in it
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Dequantize every wrapped 4-bit base, then fold ``scaling * B A`` into it (see module docstring)."""
+    for module in lora.lora_modules(model).values():
+        if is_4bit(module.base):
+            module.base = dequantize_linear(module.base)
+        module.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Subtract ``scaling * B A`` again and re-quantize the base to 4 bits."""
+    config = getattr(model, "peftbook_config")
+    for module in lora.lora_modules(model).values():
+        if module.merged:
+            module.unmerge()
+            module.base = quantize_linear(module.base, config.quant_type, config.double_quant)
+    return model
+
+
+def qlora_optimizer(params, lr: float) -> torch.optim.Optimizer:
+    """Paged 8-bit AdamW on CUDA (the paper's choice); plain ``torch.optim.AdamW`` elsewhere."""
+    params = [p for p in params if p.requires_grad]
+    if params and params[0].device.type == "cuda":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr)
