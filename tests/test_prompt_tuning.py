@@ -37,6 +37,9 @@ def test_virtual_tokens_act_as_tokens_prepended_to_the_input(model_type):
     assert out.logits.shape == (2, N + x.shape[1], 128)  # like HF PEFT: virtual positions included
     torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.loss, expected.loss)  # no loss on virtual positions
+    with torch.no_grad():  # inputs_embeds instead of input_ids: the prompt goes in front just the same
+        from_embeds = model(inputs_embeds=model.get_input_embeddings()(x)).logits
+    torch.testing.assert_close(from_embeds, out.logits.detach())
 
 
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
@@ -141,6 +144,13 @@ def test_vocab_and_text_initialisation(tmp_path):
     model = peftbook.apply(make_tiny_model("llama"), PromptTuningConfig(
         num_virtual_tokens=5, init="text", init_text="w10 w20", tokenizer_name_or_path=str(tmp_path)))
     torch.testing.assert_close(model.prompt_embeddings, table[[10, 20, 10, 20, 10]])  # repeated, truncated to 5
+    peftbook.save_adapter(model, tmp_path / "adapter")  # HF PEFT accepts the TEXT-init config
+    from peft import PeftModel
+    x = ids_batch()
+    with torch.no_grad():
+        expected = model(input_ids=x).logits
+        loaded = PeftModel.from_pretrained(make_tiny_model("llama"), tmp_path / "adapter")
+        torch.testing.assert_close(loaded(input_ids=x).logits, expected, atol=1e-5, rtol=1e-5)
     truncated = peftbook.apply(make_tiny_model("llama"), PromptTuningConfig(
         num_virtual_tokens=2, init="text", init_text="w7 w8 w9", tokenizer_name_or_path=str(tmp_path)))
     torch.testing.assert_close(truncated.prompt_embeddings, table[[7, 8]])

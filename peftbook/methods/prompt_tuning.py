@@ -169,5 +169,7 @@ def peft_adapter_config(model: nn.Module, config: PromptTuningConfig) -> dict:
         "num_virtual_tokens": config.num_virtual_tokens, "token_dim": dims["hidden_size"],
         "num_transformer_submodules": 1, "num_attention_heads": dims["num_heads"], "num_layers": dims["num_layers"],
         "prompt_tuning_init": _PEFT_INIT_NAMES[config.init], "prompt_tuning_init_text": config.init_text,
-        "tokenizer_name_or_path": config.tokenizer_name_or_path,
+        # PEFT insists on a tokenizer for TEXT init (it only uses it when training from scratch)
+        "tokenizer_name_or_path": config.tokenizer_name_or_path or (
+            getattr(model.config, "_name_or_path", None) if config.init == "text" else None),
     }
