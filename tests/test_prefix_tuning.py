@@ -115,7 +115,8 @@ def test_same_logits_and_gradients_as_hf_peft(tmp_path, model_type, prefix_proje
     reference_parameters = copy_into_peft(ours, reference, prefix_projection)
     x = ids_batch()
     mask = torch.ones_like(x)
-    out, expected = ours(input_ids=x, attention_mask=mask, labels=x), reference(input_ids=x, attention_mask=mask, labels=x)
+    out = ours(input_ids=x, attention_mask=mask, labels=x)
+    expected = reference(input_ids=x, attention_mask=mask, labels=x)
     torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
     out.loss.backward()
     expected.loss.backward()
@@ -156,7 +157,8 @@ def test_generate_with_kv_cache_and_left_padding(model_type):
     padded[1, :2], mask[1, :2] = 0, 0
     batch_sequences, batch_logits = generate_greedy(model, padded, mask)
     alone_sequences, alone_logits = generate_greedy(model, x[1:, 2:], mask[1:, 2:])
-    assert torch.equal(batch_sequences[1, -4:], alone_sequences[0, -4:])  # a left-padded row generates what it does alone
+    # a left-padded row generates what the same row does alone
+    assert torch.equal(batch_sequences[1, -4:], alone_sequences[0, -4:])
     torch.testing.assert_close(batch_logits[1], alone_logits[0], atol=1e-5, rtol=1e-5)
 
 

@@ -46,7 +46,8 @@ def test_virtual_tokens_act_as_tokens_prepended_to_the_input(model_type):
 def test_only_the_prompt_trains_and_the_count_matches_the_formula(model_type):
     model = prompt_model(model_type)
     trainable, total = peftbook.trainable_parameters(model)
-    assert trainable == prompt_tuning.num_trainable(model.config, model.peftbook_config) == N * model.config.get_text_config().hidden_size
+    assert trainable == prompt_tuning.num_trainable(model.config, model.peftbook_config)
+    assert trainable == N * model.config.get_text_config().hidden_size  # n x hidden
     x = ids_batch()
     model(input_ids=x, labels=x).loss.backward()
     with_grad = [name for name, p in model.named_parameters() if p.grad is not None]
@@ -71,13 +72,15 @@ def test_same_logits_and_gradients_as_hf_peft(tmp_path, model_type):
     from peft import PromptTuningConfig as PeftPromptTuningConfig
 
     ours = prompt_model(model_type)
-    ref = get_peft_model(make_tiny_model(model_type), PeftPromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=N))
+    ref = get_peft_model(make_tiny_model(model_type),
+                         PeftPromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=N))
     reference_prompt = ref.prompt_encoder.default.embedding.weight
     with torch.no_grad():
         reference_prompt.copy_(ours.prompt_embeddings)
     x = ids_batch()
     mask = torch.ones_like(x)
-    out, expected = ours(input_ids=x, attention_mask=mask, labels=x), ref(input_ids=x, attention_mask=mask, labels=x)
+    out = ours(input_ids=x, attention_mask=mask, labels=x)
+    expected = ref(input_ids=x, attention_mask=mask, labels=x)
     torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
     out.loss.backward()
     expected.loss.backward()
@@ -117,7 +120,8 @@ def test_generate_with_kv_cache_and_left_padding(model_type):
     padded[1, :2], mask[1, :2] = 0, 0
     batch_sequences, batch_logits = generate_greedy(model, padded, mask)
     alone_sequences, alone_logits = generate_greedy(model, x[1:, 2:], mask[1:, 2:])
-    assert torch.equal(batch_sequences[1, -4:], alone_sequences[0, -4:])  # a left-padded row generates what it does alone
+    # a left-padded row generates what the same row does alone
+    assert torch.equal(batch_sequences[1, -4:], alone_sequences[0, -4:])
     torch.testing.assert_close(batch_logits[1], alone_logits[0], atol=1e-5, rtol=1e-5)
 
 

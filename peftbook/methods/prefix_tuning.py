@@ -74,9 +74,8 @@ class PrefixEncoder(nn.Module):
 
 def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     _refuse_gradient_checkpointing(model)
-    dims = model_dims(model.config)
     hidden = config.projection_hidden_size if config.prefix_projection else None
-    encoder = PrefixEncoder(config.num_virtual_tokens, dims["num_layers"], dims["num_kv_heads"] * dims["head_dim"], hidden)
+    encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden)
     model.prefix_encoder = encoder.to(model.get_input_embeddings().weight.device)
     model.register_forward_pre_hook(_insert_prefix, with_kwargs=True)
 
@@ -85,10 +84,11 @@ def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Ten
     """Per layer, the (keys, values) prefix, each of shape (B, kv_heads, n, head_dim)."""
     dims = model_dims(model.config)
     flat = model.prefix_encoder().to(model.get_input_embeddings().weight.dtype)  # (n, L*2*kv_dim)
-    n = flat.shape[0]
-    kv = flat.view(n, dims["num_layers"] * 2, dims["num_kv_heads"], dims["head_dim"]).permute(1, 2, 0, 3)  # (L*2, kv_heads, n, hd)
+    n, num_layers = flat.shape[0], dims["num_layers"]
+    kv = flat.view(n, num_layers * 2, dims["num_kv_heads"], dims["head_dim"])  # (n, L*2, kv_heads, hd)
+    kv = kv.permute(1, 2, 0, 3)  # (L*2, kv_heads, n, hd): keys of layer l at 2l, values at 2l+1
     kv = kv.unsqueeze(1).expand(-1, batch_size, -1, -1, -1)  # (L*2, B, kv_heads, n, hd)
-    return [(kv[2 * layer], kv[2 * layer + 1]) for layer in range(dims["num_layers"])]
+    return [(kv[2 * layer], kv[2 * layer + 1]) for layer in range(num_layers)]
 
 
 def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
@@ -126,13 +126,17 @@ def fold(model: nn.Module) -> nn.Module:
     encoder = model.prefix_encoder
     if not hasattr(encoder, "mlp"):
         return model
-    dims = model_dims(model.config)
-    folded = PrefixEncoder(encoder.embedding.shape[0], dims["num_layers"], dims["num_kv_heads"] * dims["head_dim"], None)
+    folded = PrefixEncoder(encoder.embedding.shape[0], *_layers_and_kv_dim(model.config), None)
     with torch.no_grad():
         folded.prefix.copy_(encoder())
     model.prefix_encoder = folded.to(encoder.embedding.device)
     setattr(model, CONFIG_ATTR, replace(getattr(model, CONFIG_ATTR), prefix_projection=False))
     return model
+
+
+def _layers_and_kv_dim(model_config) -> tuple[int, int]:
+    dims = model_dims(model_config)
+    return dims["num_layers"], dims["num_kv_heads"] * dims["head_dim"]
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -146,9 +150,8 @@ def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
 
 
 def num_trainable(model_config, config: PrefixTuningConfig) -> int:
-    dims = model_dims(model_config)
-    kv_dim = dims["num_kv_heads"] * dims["head_dim"]
-    width = dims["num_layers"] * 2 * kv_dim
+    num_layers, kv_dim = _layers_and_kv_dim(model_config)
+    width = num_layers * 2 * kv_dim
     if not config.prefix_projection:
         return config.num_virtual_tokens * width
     hidden = config.projection_hidden_size

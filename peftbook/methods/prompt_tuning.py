@@ -113,9 +113,10 @@ def _prepend_virtual_tokens(model: nn.Module, args: tuple, kwargs: dict):
     embeds = kwargs.pop("inputs_embeds", None)
     if embeds is None:
         embeds = model.get_input_embeddings()(kwargs["input_ids"])  # (B, T, hidden)
-    batch, length = embeds.shape[:2]
+    batch = embeds.shape[0]
     kwargs["input_ids"] = None
-    kwargs["inputs_embeds"] = torch.cat([prompt.to(embeds.dtype).expand(batch, -1, -1), embeds], dim=1)  # (B, n+T, hidden)
+    prompts = prompt.to(embeds.dtype).expand(batch, -1, -1)  # (B, n, hidden)
+    kwargs["inputs_embeds"] = torch.cat([prompts, embeds], dim=1)  # (B, n+T, hidden)
     kwargs["attention_mask"] = extend_attention_mask(mask, n)
     kwargs["position_ids"] = _positions_after_prompt(positions, kwargs["attention_mask"], n, batch, embeds.device)
     if kwargs.get("labels") is not None:
@@ -139,12 +140,15 @@ def extend_attention_mask(mask: torch.Tensor | None, n: int) -> torch.Tensor | N
     if mask is None:
         return None
     if mask.dim() != 2:
-        raise ValueError(f"prompt and prefix tuning need a 2D attention mask (batch, length), got shape {tuple(mask.shape)}")
+        raise ValueError("prompt and prefix tuning need a 2D attention mask (batch, length), "
+                         f"got shape {tuple(mask.shape)}")
     return torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
 
 
 def forward_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> dict:
     """The call's arguments all by name (``model(ids)`` -> ``{"input_ids": ids}``)."""
+    if not args:
+        return dict(kwargs)
     names = list(inspect.signature(model.forward).parameters)
     return {**dict(zip(names, args)), **kwargs}
 
