@@ -59,6 +59,7 @@ class TrainConfig:
     final_eval: bool = True           # evaluate on validation after the last step
     checkpoint_every: int = 0         # save a resumable checkpoint every N steps (needs out_dir)
     out_dir: str | None = None        # where checkpoints, history.json and the final adapter go
+    save_adapter: bool = True         # write out_dir/adapter at the end (when a peftbook method is applied)
     resume: bool = False              # continue from the latest checkpoint in out_dir
     seed: int = 0                     # data order, dropout and any random init after this point
     optimizer: str = "auto"           # auto (paged 8-bit AdamW for QLoRA on CUDA, else AdamW) | adamw | paged_adamw_8bit
@@ -420,7 +421,7 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     if config.out_dir and accelerator.is_main_process:
         out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        if applied_config(model) is not None:
+        if config.save_adapter and applied_config(model) is not None:
             save_adapter(model, out / "adapter")
         (out / "history.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
     return result

@@ -1,0 +1,45 @@
+"""``python -m peftbook bench``: every method on one model, task and budget -> results + plots + table."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark the methods side by side (table, results.json/csv, plots)")
+    parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
+    parser.add_argument("--task", default="sentiment", help="sentiment, data2text, or a task folder (default: sentiment)")
+    parser.add_argument("--methods", nargs="+", default=["all"],
+                        help="all, or a list of: few_shot prompt_tuning prefix_tuning llama_adapter lora qlora full")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: per task)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (default: 0)")
+    parser.add_argument("--impl", default="peftbook", help="peftbook | hf-peft (HF PEFT builds the shared methods)")
+    parser.add_argument("--out", default="outputs/bench", help="output folder (default: outputs/bench)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--max-examples", type=int, default=None, help="evaluate on the first N test examples only")
+    parser.add_argument("--json", action="store_true", help='print {"records": [...]} on stdout')
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from peftbook.bench import format_table, parse_methods, run_bench
+
+    methods = parse_methods([m for item in args.methods for m in item.split(",") if m])
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}")
+    try:
+        records = run_bench(args.model, args.task, methods, steps=args.steps, seeds=args.seeds, impl=args.impl,
+                            out=args.out, device=args.device, progress=not args.json,
+                            eval_examples=args.max_examples, log=lambda *a, **k: print(*a, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"interrupted; finished runs are in {args.out}/results.json (re-run the same command to continue)",
+              file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps({"records": records}, default=str))
+    else:
+        print(format_table(records))
+        print(f"results: {args.out}/results.json, results.csv, *.png")
+    return 1 if any(r.get("error") for r in records) else 0

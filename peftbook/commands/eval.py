@@ -1,0 +1,48 @@
+"""``python -m peftbook eval``: score a base model, or a base model plus a saved adapter, on a task split."""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a model (and an adapter) on a task split")
+    parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
+    parser.add_argument("--adapter", default=None, help="a folder written by `train` / save_adapter (default: none)")
+    parser.add_argument("--task", required=True, help="sentiment, data2text, or a folder of {train,validation,test}.jsonl")
+    parser.add_argument("--split", default="test", help="train | validation | test (default: test)")
+    parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--merge", action="store_true", help="merge LoRA/QLoRA into the weights before evaluating")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (with the predictions)")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from peftbook.evaluate import SPLITS, evaluate
+    from peftbook.methods import load_adapter, merge
+    from peftbook.models import load_model
+    from peftbook.tasks import load_task
+
+    if args.split not in SPLITS:
+        raise ValueError(f"split {args.split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+    if args.adapter is not None and not (Path(args.adapter) / "peftbook_adapter.json").exists():
+        raise FileNotFoundError(f"{args.adapter} holds no peftbook_adapter.json: not an adapter saved by train")
+    task = load_task(args.task)
+    model, tokenizer = load_model(args.model, device=args.device)
+    if args.adapter is not None:
+        load_adapter(model, args.adapter)
+        if args.merge:
+            merge(model)
+    result = evaluate(model, tokenizer, task, args.split, max_examples=args.max_examples, batch_size=args.batch_size)
+    result = {"model": args.model, "adapter": args.adapter, "task": task.name, **result}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for key, value in result.items():
+        if key == "predictions":
+            continue
+        print(f"{key:<20} {value:.4g}" if isinstance(value, float) else f"{key:<20} {value}")
+    return 0

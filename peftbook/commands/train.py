@@ -1,0 +1,99 @@
+"""``python -m peftbook train``: apply one method, train it on a task, save the adapter."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train one method on a task and save the adapter")
+    parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
+    parser.add_argument("--method", required=True, help="prompt_tuning, prefix_tuning, llama_adapter, lora, qlora, full")
+    parser.add_argument("--task", required=True, help="sentiment, data2text, or a folder of {train,validation,test}.jsonl")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default: 200)")
+    parser.add_argument("--out", required=True, help="output folder: adapter/, history.json, checkpoints/")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the method's bench default)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of steps)")
+    parser.add_argument("--schedule", default="cosine", help="cosine | linear | constant")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: at the end only)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="method config fields, e.g. --set rank=4 alpha=8 (default: the bench defaults)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def parse_fields(pairs: list[str]) -> dict:
+    fields = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects FIELD=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    return fields
+
+
+def run(args) -> int:
+    from peftbook.bench import METHOD_DEFAULTS
+    from peftbook.methods import TRAINABLE_METHODS, apply, make_config, trainable_parameters
+    from peftbook.models import load_model
+    from peftbook.tasks import load_task
+    from peftbook.train import TrainConfig, train
+
+    if args.method not in TRAINABLE_METHODS:
+        hint = " (few-shot trains nothing: use `python -m peftbook fewshot`)" if args.method == "few_shot" else ""
+        raise ValueError(f"unknown method {args.method!r}; known: {', '.join(TRAINABLE_METHODS)}{hint}")
+    defaults = METHOD_DEFAULTS[args.method]
+    method_config = make_config(args.method, **{**defaults["config"], **parse_fields(args.set)})
+    method_config.validate()
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                         lr=defaults["lr"] if args.lr is None else args.lr,
+                         warmup=max(1, args.steps // 10) if args.warmup is None else args.warmup,
+                         schedule=args.schedule, max_length=args.max_length, grad_checkpointing=args.grad_checkpointing,
+                         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=args.out,
+                         resume=args.resume, seed=args.seed, progress=not args.json)
+    config.validate()
+    out = Path(args.out)
+    if (out / "history.json").exists() and not args.resume:
+        raise ValueError(f"{out} already holds a training run (history.json); use --resume to continue it "
+                         "or choose another --out")
+    task = load_task(args.task)
+    model, tokenizer = load_model(args.model, device=args.device)
+    import torch
+
+    torch.manual_seed(args.seed)  # the method's random init
+    apply(model, method_config)
+    trainable, total = trainable_parameters(model)
+    result = train(model, tokenizer, task, config)
+    summary = {"method": args.method, "model": args.model, "task": task.name, "seed": args.seed,
+               "steps_done": result.steps_done, "interrupted": result.interrupted,
+               "trainable_params": trainable, "total_params": total, "final_loss": result.losses[-1] if result.losses else None,
+               "validation": {k: v for k, v in result.evals[-1].items()} if result.evals else None,
+               "peak_memory_bytes": result.memory and result.memory["peak_bytes"],
+               "memory_by_category": result.memory and result.memory["by_category"],
+               "step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s,
+               "adapter": str(out / "adapter"), "history": str(out / "history.json")}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, float):
+                value = f"{value:.4g}"
+            print(f"{key:<18} {value}")
+    if result.interrupted:
+        print(f"interrupted at step {result.steps_done}: resume with --resume --out {out}", file=sys.stderr)
+        return 130
+    return 0
