@@ -6,8 +6,9 @@ and a storage size but no data, so a 70B Llama step runs in seconds on a laptop.
 ``measure.py`` watches the fake storages exactly as it watches real ones.
 
 Which step: AdamW creates its state lazily in the first ``step()``, so the first step is not the
-steady state. We run one untracked warm-up step and report the **second** step (weights and
-optimizer state exist on entry; activations, gradients and temporaries come and go).
+steady state. We create the state first (an optimizer step on zero gradients, no forward) and
+report the step after it, i.e. the steady-state **second** step (weights and optimizer state exist
+on entry; activations, gradients and temporaries come and go). ``measure_memory`` does the same.
 
 QLoRA: the frozen linear layers are replaced, as ``transformers``' bitsandbytes integration does
 (every ``nn.Linear`` but the output embedding), by ``bitsandbytes`` ``Linear4bit`` layers whose packed
@@ -32,7 +33,8 @@ from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# "mixed": fp32 weights, gradients and AdamW state, forward under bf16 autocast (mixed precision)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "mixed": torch.float32}
 OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("cpu", "cuda")
 BUILTIN_SHAPES = {"llama-1b": "1B", "llama-8b": "8B", "llama-70b": "70B", "llama-405b": "405B"}
@@ -71,6 +73,11 @@ def resolve_config(model_or_config):
             f"could not get a config for model {name!r}: not one of tiny, {', '.join(BUILTIN_SHAPES)}, "
             f"tiny-<type>, a local directory or config.json, nor a reachable hub id "
             f"({str(error).splitlines()[0]})") from None
+
+
+def autocast_dtype(dtype) -> torch.dtype | None:
+    """The autocast compute dtype of a dtype name: bf16 for "mixed", None (no autocast) otherwise."""
+    return torch.bfloat16 if dtype == "mixed" else None
 
 
 def resolve_dtype(dtype) -> torch.dtype:
@@ -202,9 +209,28 @@ def make_optimizer(name: str, model: nn.Module, device_type: str, lr: float = 1e
     return torch.optim.SGD(params, lr=lr, foreach=foreach)
 
 
-def training_step(model, optimizer, input_ids, mem=None) -> None:
-    """Forward (causal LM loss on the inputs), backward, optimizer step, zero_grad."""
-    loss = model(input_ids=input_ids, labels=input_ids).loss
+def prime_optimizer(optimizer) -> None:
+    """Create the optimizer's lazy state (AdamW's two moments) as a first step would, without a forward.
+
+    One optimizer step on zero gradients: the state exists afterwards (at zero, no update made since
+    the moments stay zero), which is all the tracked step needs, at a fraction of a warm-up step's cost.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for param in params:
+        param.grad = torch.zeros_like(param)
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0  # AdamW's decoupled weight decay would still move the weights otherwise
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+
+
+def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype | None = None) -> None:
+    """Forward (causal LM loss on the inputs, under autocast if given), backward, optimizer step, zero_grad."""
+    with torch.autocast(input_ids.device.type, dtype=autocast) if autocast else nullcontext():
+        loss = model(input_ids=input_ids, labels=input_ids).loss
     if mem is not None:
         mem.mark("backward")
     loss.backward()
@@ -218,8 +244,8 @@ def training_step(model, optimizer, input_ids, mem=None) -> None:
 
 
 def profile_step(model, batch_size: int, seq_len: int, optimizer: str = "adamw", device="cpu",
-                 simulated: bool = False, warmup_steps: int = 1, as_device=None) -> MemoryReport:
-    """Run ``warmup_steps`` untracked steps, then track one: the steady-state step's memory.
+                 simulated: bool = False, as_device=None, autocast: torch.dtype | None = None) -> MemoryReport:
+    """Create the optimizer's state, then track one step: the steady-state step's memory.
 
     ``as_device``: the device modelled (allocator rounding, foreach optimizer); default ``device``.
     """
@@ -229,11 +255,10 @@ def profile_step(model, batch_size: int, seq_len: int, optimizer: str = "adamw",
     vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size")
     input_ids = torch.randint(0, vocab, (batch_size, seq_len), device=device)
     model.train()
-    for _ in range(warmup_steps):
-        training_step(model, opt, input_ids)
+    prime_optimizer(opt)
     with track_memory(as_device, model=model, optimizer=opt, extra=[input_ids],
                       simulated=simulated) as mem:
-        training_step(model, opt, input_ids, mem)
+        training_step(model, opt, input_ids, mem, autocast)
     return mem.report
 
 
@@ -247,7 +272,8 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
             ``"tiny-<model_type>"``, a local model directory or config.json, or a hub id (needs network).
         method_config: a method config (``make_config("lora", rank=8)``); None = full fine-tuning.
         batch_size, seq_len: the batch of token ids (labels = inputs).
-        dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"``: weights, gradients and optimizer state (no AMP).
+        dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"``: weights, gradients, optimizer state and activations
+            all in that dtype; ``"mixed"``: fp32 weights/gradients/AdamW state, bf16 autocast forward.
         optimizer: ``"adamw"`` or ``"sgd"`` (no momentum).
         device: the device simulated: ``"cuda"`` (512 B allocator blocks, foreach AdamW) or ``"cpu"``.
         attn_implementation: passed to ``transformers`` (``"eager"``, ``"sdpa"``); default: its own.
@@ -262,7 +288,8 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)
         # fake tensors live on CPU; ``as_device`` models the simulated device's allocator and optimizer
-        report = profile_step(model, batch_size, seq_len, optimizer, "cpu", simulated=True, as_device=device)
+        report = profile_step(model, batch_size, seq_len, optimizer, "cpu", simulated=True, as_device=device,
+                              autocast=autocast_dtype(dtype))
     report.device = f"{device} (simulated)"
     report.notes.append("steady-state step (the second): AdamW state exists on entry")
     if method_name(method_config) == "qlora":
@@ -271,9 +298,16 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
 
 
 def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: str = "adamw",
-                   device=None) -> MemoryReport:
-    """The same steady-state step as ``simulate_memory``, run for real on ``model``'s device."""
+                   device=None, dtype=None) -> MemoryReport:
+    """The same steady-state step as ``simulate_memory``, run for real on ``model``'s device.
+
+    ``dtype="mixed"`` runs the forward under bf16 autocast (the model should be fp32); other values
+    are only checked, the model keeps the dtype it has.
+    """
     check_step_args(batch_size, seq_len, optimizer, "cpu")
+    if dtype is not None:
+        resolve_dtype(dtype)
     device = device or next(model.parameters()).device
-    return profile_step(model, batch_size, seq_len, optimizer, device, simulated=False)
+    return profile_step(model, batch_size, seq_len, optimizer, device, simulated=False,
+                        autocast=autocast_dtype(dtype))
 

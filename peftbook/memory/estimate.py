@@ -1,0 +1,151 @@
+"""The closed form: bytes per parameter, plus the activations a training step keeps for backward.
+
+    peak ~ weights + optimizer state + max(activations saved by the forward,
+                                           gradients + optimizer temporaries)
+
+* weights: every parameter in the training dtype; QLoRA's quantized linears at 4 bits plus one
+  8-bit scale per 64 weights and one fp32 scale per 256 scales (double quantization);
+* gradients: one per trainable parameter, in its dtype;
+* optimizer: AdamW keeps two states per trainable parameter (same dtype as the parameter); on
+  CUDA PyTorch's ``foreach`` AdamW also makes one parameter-sized temporary (``sqrt(v)``);
+* activations: what autograd saves for the backward pass, counted per decoder layer and token
+  after Korthikanti et al. 2022 (arXiv 2205.05198), whose GPT formula is ``s b h (34 + 5 a s / h)``
+  bytes per layer with 16-bit activations and dropout. Llama-style layers (RMSNorm, SwiGLU, no
+  dropout, RoPE) keep a different set, counted here term by term; the inputs of a frozen linear layer
+  need not be kept (its weight gets no gradient), which is why PEFT methods keep fewer activations.
+  The output head adds the fp32 log-softmax of the logits and its gradient (``b s V``), which for
+  a 128k vocabulary is a large share of a short sequence's activations.
+
+The article's rule of thumb, 16 GB per 1B parameters in half precision, is mixed-precision AdamW:
+fp32 master weights (4 B) + fp32 gradients (4 B) + two fp32 Adam states (8 B) = 16 B/param, with no
+activations at all. ``rule_of_thumb_bytes`` gives it for comparison.
+"""
+from __future__ import annotations
+
+import torch
+
+from peftbook.memory.measure import CATEGORIES
+from peftbook.memory.simulate import (autocast_dtype, check_step_args, method_name, resolve_config,
+                                      resolve_dtype)
+from peftbook.models import model_dims
+
+RULE_OF_THUMB_BYTES_PER_PARAM = 16  # "16 GB of GPU memory per 1B model parameters" (half precision + AdamW)
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed codes + 8-bit absmax per 64 + fp32 per 256 absmax
+
+
+def rule_of_thumb_bytes(num_params: int) -> int:
+    return int(num_params * RULE_OF_THUMB_BYTES_PER_PARAM)
+
+
+def parameter_counts(config, method_config) -> dict:
+    """Total, trainable and 4-bit-quantized parameter counts, in closed form (the method files' own)."""
+    from peftbook.methods import full, lora, method_module
+
+    total = full.num_parameters(config)
+    name = method_name(method_config)
+    if name == "full":
+        trainable = total if method_config is None else full.num_trainable(config, method_config)
+        return {"total": total, "trainable": trainable, "added": 0, "quantized": 0}
+    trainable = method_module(name).num_trainable(config, method_config)
+    quantized = 0
+    if name == "qlora":
+        quantized = model_dims(config)["num_layers"] * sum(i * o for i, o in lora.linear_shapes(config).values())
+    return {"total": total, "trainable": trainable, "added": trainable, "quantized": quantized}
+
+
+def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype: torch.dtype) -> int:
+    """Bytes autograd keeps from the forward for the backward, plus the loss's fp32 logits and grad."""
+    dims = model_dims(config)
+    h, layers, heads = dims["hidden_size"], dims["num_layers"], dims["num_heads"]
+    q, kv = heads * dims["head_dim"], dims["num_kv_heads"] * dims["head_dim"]
+    p = torch.finfo(dtype).bits // 8
+    tokens = batch_size * seq_len
+    name = method_name(method_config)
+    if name == "prompt_tuning":
+        tokens = batch_size * (seq_len + method_config.num_virtual_tokens)
+    eager = getattr(config, "_attn_implementation", None) == "eager"
+    trains_linears = name in ("full", "lora", "qlora")
+    linear_inputs = 0
+    if trains_linears:
+        linear_inputs = _lora_inputs(config, method_config) if name in ("lora", "qlora") else None
+    if config.model_type == "gpt2":
+        # Korthikanti et al. eq. 1, term by term: per layer s b h (34 + 5 a s / h) bytes with 16-bit
+        # activations and 1-byte dropout masks; HF's tanh-GELU keeps 4 tensors where they count 1
+        inner = config.n_inner or 4 * h
+        if linear_inputs is None:  # full: inputs of c_attn, attn.c_proj, c_fc, mlp.c_proj
+            linear_inputs = 3 * h + inner
+        per_token = (2 * h + 3 * h + h + inner) * p + linear_inputs * p  # 2 LNs, q/k/v, attn out, GELU in
+        if config.activation_function == "gelu_new":
+            per_token += 3 * inner * p
+        per_token += 2 * h * (config.resid_pdrop > 0)  # dropout masks after attention and MLP
+        if eager or config.attn_pdrop > 0:  # the attention matrix is kept: softmax, mask, dropped out
+            per_token += heads * seq_len * (2 * p + 1)
+        per_layer = tokens * per_token
+    else:
+        inter = config.intermediate_size
+        kv_kept = 2 * kv
+        if name == "prefix_tuning":  # a mask is passed, so transformers repeats k and v to all heads
+            kv_kept = 2 * q * (seq_len + method_config.num_virtual_tokens) / seq_len
+        per_token = 2 * 4 * h  # the attention and MLP RMSNorms keep their input upcast to fp32
+        per_token += (q + kv_kept) * p  # rotated q, k and v, kept by attention
+        per_token += q * p  # attention output, kept by the attention backward
+        per_token += 3 * inter * p  # gate (for SiLU), SiLU(gate) and up (for their product)
+        if linear_inputs is None:  # full: inputs of q/k/v, o, gate/up, down; normalized x for the norms' weights
+            linear_inputs = 3 * h + q + inter
+        per_token += linear_inputs * p
+        if eager:
+            per_token += heads * seq_len * p  # the softmax matrix (SDPA/flash keep none)
+        per_layer = tokens * per_token
+    if name == "llama_adapter":  # gradients flow through the top layers only: the rest keep nothing
+        layers = method_config.adapter_layers
+    head = tokens * dims["vocab_size"] * (4 + 4 + p)  # fp32 log-softmax, its gradient, the logits' gradient
+    return int(layers * per_layer + head)
+
+
+def _lora_inputs(config, method_config) -> int:
+    from peftbook.methods.lora import _matches, linear_shapes
+    from peftbook.models import get_architecture
+
+    targets = method_config.targets or get_architecture(config).lora_targets
+    shapes = linear_shapes(config)
+    chosen = [name for name in shapes if targets == "all-linear" or any(_matches(name, t) for t in targets)]
+    inputs = {}  # layers that share an input (q, k, v; gate, up) keep it once
+    for name in chosen:
+        leaf = name.split(".")[-1]
+        key = ("attn_in" if leaf in ("q_proj", "k_proj", "v_proj", "qkv_proj", "c_attn") else
+               "mlp_in" if leaf in ("gate_proj", "up_proj", "gate_up_proj", "c_fc") else name)
+        inputs[key] = shapes[name][0]
+    return sum(inputs.values())
+
+
+def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, seq_len: int = 512,
+                    dtype="bf16", optimizer: str = "adamw", *, device: str = "cuda") -> dict:
+    """Closed-form peak of one steady-state training step: ``peak_bytes``, ``by_category``, counts."""
+    check_step_args(batch_size, seq_len, optimizer, device)
+    torch_dtype = resolve_dtype(dtype)
+    if method_config is not None:
+        method_config.validate()
+    config = resolve_config(model_or_config)
+    p = torch.finfo(torch_dtype).bits // 8
+    compute_dtype = autocast_dtype(dtype) or torch_dtype
+    counts = parameter_counts(config, method_config)
+    weights = (counts["total"] - counts["quantized"] + counts["added"]) * p
+    weights += counts["quantized"] * NF4_BYTES_PER_PARAM
+    gradients = counts["trainable"] * p
+    optimizer_state = 2 * counts["trainable"] * p if optimizer == "adamw" else 0
+    temporaries = counts["trainable"] * p if (device == "cuda" and optimizer == "adamw") else 0
+    activations = activation_bytes(config, method_config, batch_size, seq_len, compute_dtype)
+    if compute_dtype != torch_dtype:  # autocast keeps a bf16 copy of every linear weight for the backward
+        from peftbook.methods.lora import linear_shapes
+
+        linear = model_dims(config)["num_layers"] * sum(i * o for i, o in linear_shapes(config).values())
+        activations += (linear - counts["quantized"]) * (torch.finfo(compute_dtype).bits // 8)
+    by_category = dict.fromkeys(CATEGORIES, 0)
+    by_category.update(weights=int(weights), optimizer=int(optimizer_state))
+    if activations >= gradients + temporaries:  # the peak is at the start of backward
+        by_category["activations"] = activations
+    else:  # the peak is in the optimizer step
+        by_category.update(gradients=gradients, activations=temporaries)
+    return {"peak_bytes": int(sum(by_category.values())), "by_category": by_category,
+            "num_params": counts["total"], "trainable_params": counts["trainable"],
+            "rule_of_thumb_bytes": rule_of_thumb_bytes(counts["total"])}
