@@ -14,6 +14,11 @@ from peftbook.methods import (apply, load_adapter, make_config, merge, save_adap
                               trainable_parameters, unmerge)
 from peftbook.models import get_architecture, load_model  # noqa: E402
 
+# `train` and `evaluate` are also the names of submodules: importing a submodule binds the module to
+# the package attribute, which would shadow a lazily resolved function, so these bind eagerly.
+from peftbook.evaluate import evaluate  # noqa: E402
+from peftbook.train import TrainConfig, train  # noqa: E402
+
 # Names imported lazily, so `import peftbook` stays fast and a module still being built does not
 # break the rest: name -> module.
 _LAZY = {
@@ -28,9 +33,6 @@ _LAZY = {
     "simulate_memory": "peftbook.memory",
     "estimate_memory": "peftbook.memory",
     "load_task": "peftbook.tasks",
-    "train": "peftbook.train",
-    "TrainConfig": "peftbook.train",
-    "evaluate": "peftbook.evaluate",
 }
 
 
@@ -41,4 +43,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["load_model", "get_architecture", "apply", "make_config", "trainable_parameters", "save_adapter",
-           "load_adapter", "merge", "unmerge", *_LAZY]
+           "load_adapter", "merge", "unmerge", "train", "TrainConfig", "evaluate", *_LAZY]
