@@ -1,0 +1,144 @@
+"""``python -m peftbook memory``: what one training step costs, simulated, estimated, measured.
+
+    python -m peftbook memory --model llama-8b --method lora --rank 16 --batch 1 --seq 2048
+    python -m peftbook memory --model tiny --method qlora --batch 4 --seq 128 --dtype fp32 --measure --json
+    python -m peftbook memory --table
+
+``--model``: ``tiny`` (the embedded base), a local model directory or config.json, a hub id (needs
+the network), ``tiny-<type>`` (a tiny random config of llama, mistral, qwen2, gemma, gemma2, phi3,
+gpt2) or the built-in Llama 3 shapes ``llama-1b``, ``llama-8b``, ``llama-70b``, ``llama-405b``.
+"""
+from __future__ import annotations
+
+import json
+
+from peftbook.methods import TRAINABLE_METHODS
+
+# CLI flag -> method config field
+METHOD_FLAGS = {"rank": int, "alpha": float, "targets": str, "quant_type": str, "num_virtual_tokens": int,
+                "adapter_layers": int, "adapter_len": int}
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("memory", help="simulate / estimate / measure the memory of a training step",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny",
+                        help="tiny | llama-1b | llama-8b | llama-70b | llama-405b | tiny-<type> | local dir | hub id")
+    parser.add_argument("--method", default="full", help=f"one of: {', '.join(TRAINABLE_METHODS)}")
+    for flag, kind in METHOD_FLAGS.items():
+        parser.add_argument("--" + flag.replace("_", "-"), type=kind, default=None,
+                            help=f"method config field {flag} (only for methods that have it)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 | mixed (fp32 weights, bf16 autocast)")
+    parser.add_argument("--optimizer", default="adamw", help="adamw | sgd")
+    parser.add_argument("--simulate-device", default="cuda",
+                        help="the device the simulation models: cuda (default) or cpu")
+    parser.add_argument("--measure", action="store_true",
+                        help="also run the step for real (CUDA if available, else CPU)")
+    parser.add_argument("--table", action="store_true",
+                        help="print the rule-of-thumb table (Llama 1B-405B, every method, seq 512 and 2048)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def method_config_from_args(args):
+    from dataclasses import fields
+
+    from peftbook.methods import config_class
+
+    if args.method not in TRAINABLE_METHODS:
+        raise ValueError(f"unknown method {args.method!r}; known: {', '.join(TRAINABLE_METHODS)}")
+    cls = config_class(args.method)
+    allowed = {f.name for f in fields(cls)}
+    values = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
+    wrong = sorted(set(values) - allowed)
+    if wrong:
+        raise ValueError(f"--{wrong[0].replace('_', '-')} does not apply to method {args.method!r}; "
+                         f"its fields: {', '.join(sorted(allowed))}")
+    if "targets" in values and values["targets"] != "all-linear":
+        values["targets"] = values["targets"].split(",")
+    config = cls(**values)
+    config.validate()
+    return None if args.method == "full" and not values else config
+
+
+def measure(args, method_config) -> dict:
+    """Build the model for real (random init from the config unless it is a saved model) and measure."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peftbook.memory.simulate import BUILTIN_SHAPES, build_model, measure_memory, resolve_config, resolve_dtype
+    from peftbook.models import resolve_device
+
+    device = resolve_device("auto")
+    weights_dtype = resolve_dtype(args.dtype)
+    name = str(args.model)
+    if name.lower() in BUILTIN_SHAPES or name.startswith("tiny-"):
+        with torch.device(device):
+            model = build_model(resolve_config(name), weights_dtype, method_config)
+    else:
+        from peftbook.models import resolve_model_path
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=weights_dtype).to(device)
+        model = _apply(model, method_config)
+    report = measure_memory(model, args.batch, args.seq, args.optimizer, device=device, dtype=args.dtype)
+    return report.to_dict()
+
+
+def _apply(model, method_config):
+    import peftbook
+
+    if method_config is None:
+        return model.requires_grad_(True)
+    return peftbook.apply(model, method_config)
+
+
+def run(args) -> int:
+    from peftbook.memory import estimate_memory, simulate_memory
+    from peftbook.memory.simulate import check_step_args, resolve_config, resolve_dtype
+
+    if args.table:
+        return run_table(args)
+    # every check before any heavy work
+    check_step_args(args.batch, args.seq, args.optimizer, args.simulate_device)
+    resolve_dtype(args.dtype)
+    method_config = method_config_from_args(args)
+    config = resolve_config(args.model)
+    simulated = simulate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
+                                device=args.simulate_device)
+    estimated = estimate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
+                                device=args.simulate_device)
+    result = {"model": args.model, "method": args.method, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
+              "optimizer": args.optimizer, "simulated": simulated.to_dict(), "estimated": estimated,
+              "measured": measure(args, method_config) if args.measure else None}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.model}, {args.method}, batch {args.batch}, seq {args.seq}, {args.dtype}, {args.optimizer}: "
+          f"{estimated['num_params']:,} parameters, {estimated['trainable_params']:,} trainable")
+    columns = [("simulated", simulated.to_dict()), ("estimated", estimated)]
+    if result["measured"] is not None:
+        columns.append((f"measured ({result['measured']['device']})", result["measured"]))
+    unit, scale = ("GB", 1e9) if simulated.peak_bytes >= 1e9 else ("MB", 1e6)
+    print(f"{unit:<12}" + "".join(f"{name:>22}" for name, _ in columns))
+    for category in [*simulated.by_category, "peak"]:
+        values = [c["peak_bytes"] if category == "peak" else c["by_category"][category] for _, c in columns]
+        print(f"{category:<12}" + "".join(f"{v / scale:>22.3f}" for v in values))
+    print(f"rule of thumb (16 GB per 1B parameters): {estimated['rule_of_thumb_bytes'] / 1e9:.1f} GB")
+    return 0
+
+
+def run_table(args) -> int:
+    from peftbook.memory.simulate import check_step_args, resolve_dtype
+    from peftbook.memory.table import format_table, rule_of_thumb_table
+
+    check_step_args(args.batch, 1, args.optimizer, args.simulate_device)
+    resolve_dtype(args.dtype)
+    rows = rule_of_thumb_table(batch_size=args.batch, dtype=args.dtype, optimizer=args.optimizer,
+                               device=args.simulate_device)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+    return 0
