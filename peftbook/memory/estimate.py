@@ -93,12 +93,16 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
         if linear_inputs is None:  # full: inputs of q/k/v, o, gate/up, down; normalized x for the norms' weights
             linear_inputs = 3 * h + q + inter
         per_token += linear_inputs * p
-        if eager:
+        if config.model_type == "gemma2":  # two more norms; soft-capped scores need the eager kernel
+            per_token += 2 * 4 * h + 2 * heads * seq_len * p  # tanh(scores) and softmax, both kept
+        elif eager:
             per_token += heads * seq_len * p  # the softmax matrix (SDPA/flash keep none)
         per_layer = tokens * per_token
     if name == "llama_adapter":  # gradients flow through the top layers only: the rest keep nothing
         layers = method_config.adapter_layers
     head = tokens * dims["vocab_size"] * (4 + 4 + p)  # fp32 log-softmax, its gradient, the logits' gradient
+    if getattr(config, "final_logit_softcapping", None):
+        head += tokens * dims["vocab_size"] * p  # tanh(logits / cap), kept
     return int(layers * per_layer + head)
 
 

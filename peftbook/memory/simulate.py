@@ -64,10 +64,12 @@ def resolve_config(model_or_config):
     from peftbook.models import resolve_model_path
 
     path = Path(name).expanduser()
-    if path.is_file() and path.suffix == ".json":
-        return AutoConfig.from_pretrained(str(path))
     try:
+        if path.is_file() and path.suffix == ".json":
+            return AutoConfig.from_pretrained(str(path))
         return AutoConfig.from_pretrained(resolve_model_path(name))
+    except ValueError as error:  # e.g. a model_type this transformers does not know
+        raise ValueError(f"cannot read a model config from {name!r}: {str(error).splitlines()[0]}") from None
     except OSError as error:
         raise FileNotFoundError(
             f"could not get a config for model {name!r}: not one of tiny, {', '.join(BUILTIN_SHAPES)}, "
