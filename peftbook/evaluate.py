@@ -71,8 +71,41 @@ def continuation_logprobs(model, pad_token_id: int, prompts: list[list[int]], co
     return scores
 
 
+@torch.no_grad()
+def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], token_ids: list[int],
+                        batch_size: int = 16) -> torch.Tensor:
+    """``(len(prompts), len(token_ids))``: log p(token | prompt), one forward per prompt batch."""
+    device = model_device(model)
+    rows = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        length = max(map(len, chunk))
+        input_ids = torch.full((len(chunk), length), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits[:, -length:]
+        last = torch.tensor([len(ids) - 1 for ids in chunk], device=device)
+        logprobs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)  # (B, V)
+        rows.append(logprobs[:, token_ids].cpu())
+    return torch.cat(rows)
+
+
 def classify(model, tokenizer, task, examples, batch_size: int = 16) -> list[str]:
-    """Predicted label word per example (highest label log-likelihood)."""
+    """Predicted label word per example (highest label log-likelihood).
+
+    Single-token label words (the common case) take one forward per example; longer ones score
+    every (prompt, label) pair. ``peftbook.methods.few_shot.label_logprobs`` does the same for
+    plain models, but reads positions from the left, which is wrong for methods that prepend
+    virtual tokens to the logits (prompt tuning), hence this version.
+    """
+    targets = [[encode_target(tokenizer, t) for t in label_targets(task, e)] for e in examples]
+    first = targets[0]
+    if all(len(ids) == 1 for ids in first) and all(t == first for t in targets):
+        prompts = [encode_prompt(tokenizer, task.prompt(e)) for e in examples]
+        scores = next_token_logprobs(model, tokenizer.pad_token_id, prompts, [ids[0] for ids in first], batch_size)
+        return [task.labels[j] for j in scores.argmax(dim=-1).tolist()]
     prompts, continuations = [], []
     for example in examples:
         prompt = encode_prompt(tokenizer, task.prompt(example))

@@ -173,3 +173,19 @@ def test_hf_peft_without_peft_installed_is_refused(world, tmp_path, monkeypatch)
     code, _, stderr = cli("bench", "--model", world / "model", "--task", world / "task", "--methods", "lora",
                           "--impl", "hf-peft", "--out", tmp_path / "o")
     assert code == 2 and "needs the `peft` package" in stderr
+
+
+@pytest.mark.integration
+def test_learning_rate_tuning_uses_validation_only(world, tmp_path):
+    import shutil
+
+    from peftbook.bench import tune_learning_rates
+
+    no_test = tmp_path / "task"
+    no_test.mkdir()
+    for split in ("train", "validation"):  # no test split at all: touching it would raise
+        shutil.copy(world / "task" / f"{split}.jsonl", no_test / f"{split}.jsonl")
+    table = tune_learning_rates(str(world / "model"), str(no_test), ["lora"], steps=2, grid=(1e-3, 1e-2),
+                                eval_examples=4, log=lambda *a, **k: None)
+    assert set(table) == {"lora"} and set(table["lora"]) == {1e-3, 1e-2}
+    assert all(0.0 <= v <= 1.0 for v in table["lora"].values())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import save_tiny_model
-from test_train import word_task
+from test_train import word_task, write_word_task
 
 
 @pytest.fixture
@@ -22,16 +22,27 @@ def unbatched_logprob(model, tokenizer, prompt: str, target: str) -> float:
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt_ids + target_ids])
     with torch.no_grad():
-        logprobs = torch.log_softmax(model(ids).logits[0], -1)
+        logprobs = torch.log_softmax(model(ids).logits[0, -ids.shape[1]:], -1)  # prompt tuning adds positions
     return sum(logprobs[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(target_ids))
 
 
 @pytest.mark.unit
-def test_classification_picks_the_most_likely_label_and_scores_accuracy(tmp_path, model_and_tokenizer):
+@pytest.mark.parametrize("multi_token", [False, True], ids=["one-token-labels", "multi-token-labels"])
+def test_classification_picks_the_most_likely_label_and_scores_accuracy(tmp_path, model_and_tokenizer, multi_token):
+    import json
+
     from peftbook.evaluate import evaluate
 
     model, tokenizer = model_and_tokenizer
-    task = word_task(tmp_path / "task", "classification")
+    task_dir = write_word_task(tmp_path / "task", "classification")
+    if multi_token:  # label words of 3 and 1 tokens: every (prompt, label) pair is scored
+        for path in task_dir.glob("*.jsonl"):
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            for row in rows:
+                row["label"] = row["output"] = "w5 w7 w9" if row["label"] == "w5" else "w6"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from peftbook.tasks import load_task
+    task = load_task(str(task_dir))
     examples = task.examples("validation")[:10]
     expected = []
     for example in examples:
@@ -43,6 +54,28 @@ def test_classification_picks_the_most_likely_label_and_scores_accuracy(tmp_path
     accuracy = sum(p == e.label for p, e in zip(expected, examples)) / 10
     assert result["value"] == pytest.approx(accuracy) and result["accuracy"] == pytest.approx(accuracy)
     assert result["latency_s"] > 0 and result["seconds_per_example"] > 0
+
+
+@pytest.mark.unit
+def test_label_scores_with_prompt_tuning_read_the_real_positions(tmp_path, model_and_tokenizer):
+    """Prompt tuning returns logits for its virtual tokens too: the scores must skip them."""
+    from peftbook import apply, make_config
+    from peftbook.evaluate import continuation_logprobs, encode_prompt, encode_target, next_token_logprobs
+
+    model, tokenizer = model_and_tokenizer
+    torch.manual_seed(0)
+    apply(model, make_config("prompt_tuning", num_virtual_tokens=5, init="vocab"))
+    task = word_task(tmp_path / "task", "classification")
+    prompts = [task.prompt(e) for e in task.examples("validation")[:6]]
+    expected = torch.tensor([[unbatched_logprob(model, tokenizer, p, " " + label) for label in task.labels]
+                             for p in prompts])
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    label_ids = [encode_target(tokenizer, " " + label)[0] for label in task.labels]
+    one_pass = next_token_logprobs(model, tokenizer.pad_token_id, encoded, label_ids, batch_size=4)
+    assert torch.allclose(one_pass, expected, atol=1e-4)
+    pairs = continuation_logprobs(model, tokenizer.pad_token_id, [e for e in encoded for _ in label_ids],
+                                  [[t] for _ in encoded for t in label_ids], batch_size=5)
+    assert torch.allclose(torch.tensor(pairs).view(len(prompts), -1), expected, atol=1e-4)
 
 
 @pytest.mark.unit
