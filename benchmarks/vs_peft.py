@@ -1,0 +1,267 @@
+"""Training-step time and peak memory of peftbook's methods vs HF PEFT's, paired in one run.
+
+For each base model and each method both libraries have (LoRA, QLoRA, prompt tuning, prefix
+tuning, LLaMA-Adapter), build the same base twice, apply ours to one and PEFT's to the other, and
+time full training steps (forward + backward + AdamW step + zero_grad) *interleaved*: step i of
+ours, then step i of PEFT, so both see the same machine load.  Warmup steps are excluded; the
+median is reported, both of wall time and of the CPU time of the stepping thread.  On a shared
+machine wall time is at the mercy of other processes (we saw single steps vary 20x under a load of
+10 on 2 cores), so the default is ``--threads 1``: all the work then runs on the main thread and its
+CPU time (``time.thread_time``) measures the work itself, whatever the load; the ratio columns
+use it.  Then one more step of each runs under ``peftbook.memory.track_memory``
+(exact accounting of live tensor storages on CPU; CUDA's allocator peak on GPU), which gives the
+peak and its split into weights / gradients / optimizer / activations.  Memory is measured on a
+separate step because the tracker's dispatch mode slows the step it watches.
+
+Bases: the embedded tiny base (``data/tiny``, if it is built) and a random-init Llama built in
+code (~34M parameters: hidden 512, 8 layers, vocab 8192), large enough that matmuls dominate.
+
+``--kbit-upcast`` measures what peft's ``prepare_model_for_kbit_training`` costs on a bf16 4-bit
+model (it casts every non-quantized parameter to fp32; peft #1149, bitsandbytes #1569) against our
+QLoRA, which casts nothing.
+
+    python benchmarks/vs_peft.py                   # everything, ~5-10 minutes on 2 CPU cores
+    python benchmarks/vs_peft.py --methods lora --steps 10 --json results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every base here is built in code or on disk
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import peftbook  # noqa: E402
+from peftbook.memory import track_memory  # noqa: E402
+from peftbook.models import TINY_DIR, bnb_4bit_available  # noqa: E402
+
+METHODS = ("lora", "qlora", "prompt_tuning", "prefix_tuning", "llama_adapter")
+BENCH_LLAMA = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+                   num_key_value_heads=8, vocab_size=8192, max_position_embeddings=1024, tie_word_embeddings=False)
+
+
+def method_pair(method: str, num_layers: int):
+    """(our config, a function that turns a base into PEFT's model) for one method."""
+    import peft
+
+    if method in ("lora", "qlora"):
+        ours = peftbook.make_config(method, rank=8, alpha=16, dropout=0.0)
+        lora = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                               task_type="CAUSAL_LM")
+        if method == "lora":
+            return ours, lambda base: peft.get_peft_model(base, lora)
+        # PEFT's QLoRA recipe, minus gradient checkpointing (ours runs without it too)
+        return ours, lambda base: peft.get_peft_model(
+            peft.prepare_model_for_kbit_training(base, use_gradient_checkpointing=False), lora)
+    if method == "prompt_tuning":
+        return (peftbook.make_config(method, num_virtual_tokens=20),
+                lambda base: peft.get_peft_model(base, peft.PromptTuningConfig(task_type="CAUSAL_LM",
+                                                                               num_virtual_tokens=20)))
+    if method == "prefix_tuning":
+        return (peftbook.make_config(method, num_virtual_tokens=20),
+                lambda base: peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM",
+                                                                               num_virtual_tokens=20)))
+    if method == "llama_adapter":  # PEFT's gate is one scalar per layer: compare like with like
+        layers = min(num_layers, 8)
+        return (peftbook.make_config(method, adapter_len=10, adapter_layers=layers, gate="scalar"),
+                lambda base: peft.get_peft_model(base, peft.AdaptionPromptConfig(
+                    adapter_len=10, adapter_layers=layers, task_type="CAUSAL_LM")))
+    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def base_loaders(names, workdir: Path):
+    """name -> (function returning a fresh fp32 base, function returning a fresh 4-bit base)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig
+
+    loaders = {}
+    for name in names:
+        if name == "tiny":
+            if not (TINY_DIR / "config.json").exists():
+                print(f"skipping the tiny base: {TINY_DIR} is not built", file=sys.stderr)
+                continue
+            path = TINY_DIR
+        else:
+            path = workdir / name
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(LlamaConfig(**BENCH_LLAMA)).save_pretrained(path)
+        nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.float32)
+        loaders[name] = (
+            lambda path=path: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+            lambda path=path: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                                   quantization_config=nf4, device_map={"": "cpu"}))
+    return loaders
+
+
+def train_step(model, optimizer, batch) -> None:
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def prepare(model):
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    return model, optimizer
+
+
+def bench_pair(name, method, loaders, batch, steps, warmup):
+    fp_loader, nf4_loader = loaders[name]
+    load = nf4_loader if method == "qlora" else fp_loader
+    base = load()
+    num_layers = base.config.num_hidden_layers
+    ours_config, make_peft = method_pair(method, num_layers)
+    ours, ours_opt = prepare(peftbook.apply(base, ours_config))
+    theirs, theirs_opt = prepare(make_peft(load()))
+    ours_trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    theirs_trainable = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    times = {"ours": [], "peft": []}
+    cpu_times = {"ours": [], "peft": []}
+    for step in range(warmup + steps):
+        order = (("ours", ours, ours_opt), ("peft", theirs, theirs_opt))
+        for side, model, optimizer in (order if step % 2 == 0 else order[::-1]):  # alternate who goes first
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            train_step(model, optimizer, batch)
+            if step >= warmup:
+                times[side].append(time.perf_counter() - start)
+                cpu_times[side].append(time.thread_time() - start_cpu)
+    memory = {}
+    for side, model, optimizer in (("ours", ours, ours_opt), ("peft", theirs, theirs_opt)):
+        with track_memory("cpu", model=model, optimizer=optimizer) as mem:
+            loss = model(**batch).loss
+            mem.mark("backward")
+            loss.backward()
+            mem.mark("optimizer")
+            optimizer.step()
+            mem.mark("zero_grad")
+            optimizer.zero_grad(set_to_none=True)
+        memory[side] = mem.report
+    ours_s, peft_s = statistics.median(times["ours"]), statistics.median(times["peft"])
+    ours_cpu, peft_cpu = statistics.median(cpu_times["ours"]), statistics.median(cpu_times["peft"])
+    return {
+        "model": name, "method": method, "trainable_ours": ours_trainable, "trainable_peft": theirs_trainable,
+        "step_s_ours": ours_s, "step_s_peft": peft_s, "wall_ratio": ours_s / peft_s,
+        "cpu_s_ours": ours_cpu, "cpu_s_peft": peft_cpu, "time_ratio": ours_cpu / peft_cpu,
+        "step_s_ours_all": times["ours"], "step_s_peft_all": times["peft"],
+        "cpu_s_ours_all": cpu_times["ours"], "cpu_s_peft_all": cpu_times["peft"],
+        "peak_bytes_ours": memory["ours"].peak_bytes, "peak_bytes_peft": memory["peft"].peak_bytes,
+        "memory_ratio": memory["ours"].peak_bytes / memory["peft"].peak_bytes,
+        "by_category_ours": memory["ours"].by_category, "by_category_peft": memory["peft"].by_category,
+    }
+
+
+def kbit_upcast(workdir: Path, batch) -> dict:
+    """Weight bytes and one step's peak: our QLoRA vs peft's prepare_model_for_kbit_training, bf16 model."""
+    import peft
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig
+
+    path = workdir / "llama-bench"
+    if not path.exists():
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(LlamaConfig(**BENCH_LLAMA)).save_pretrained(path)
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.bfloat16)
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=nf4,
+                                                    device_map={"": "cpu"})
+
+    def weight_bytes(model):
+        seen, total, fp32 = set(), 0, 0
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.data_ptr() in seen:
+                continue
+            seen.add(tensor.data_ptr())
+            total += tensor.numel() * tensor.element_size()
+            fp32 += tensor.numel() * tensor.element_size() if tensor.dtype == torch.float32 else 0
+        return total, fp32
+
+    before = weight_bytes(load())
+    ours = peftbook.apply(load(), peftbook.make_config("qlora", rank=8, alpha=16))
+    theirs = peft.get_peft_model(peft.prepare_model_for_kbit_training(load(), use_gradient_checkpointing=False),
+                                 peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                 task_type="CAUSAL_LM"))
+    result = {"base_weight_bytes": before[0], "base_fp32_bytes": before[1]}
+    for side, model in (("ours", ours), ("peft", theirs)):
+        model, optimizer = prepare(model)
+        train_step(model, optimizer, batch)  # optimizer state exists from here on
+        with track_memory("cpu", model=model, optimizer=optimizer) as mem:
+            train_step(model, optimizer, batch)
+        total, fp32 = weight_bytes(model)
+        result[side] = {"weight_bytes": total, "fp32_weight_bytes": fp32, "step_peak_bytes": mem.peak_bytes,
+                        "by_category": mem.by_category}
+    return result
+
+
+def print_table(rows) -> None:
+    header = (f"{'model':<12} {'method':<14} {'trainable ours/peft':>21} {'wall ms ours':>12} {'peft':>7} "
+              f"{'cpu ms ours':>11} {'peft':>7} {'ratio':>6} {'peak MB ours':>12} {'peft':>7} {'ratio':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<12} {r['method']:<14} {r['trainable_ours']:>10,}/{r['trainable_peft']:<10,} "
+              f"{1e3 * r['step_s_ours']:>12.0f} {1e3 * r['step_s_peft']:>7.0f} {1e3 * r['cpu_s_ours']:>11.0f} "
+              f"{1e3 * r['cpu_s_peft']:>7.0f} {r['time_ratio']:>6.2f} "
+              f"{r['peak_bytes_ours'] / 2**20:>12.1f} {r['peak_bytes_peft'] / 2**20:>7.1f} {r['memory_ratio']:>6.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["tiny", "llama-bench"], choices=["tiny", "llama-bench"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--kbit-upcast", action="store_true", help="also measure prepare_model_for_kbit_training")
+    parser.add_argument("--json", help="write all results to this file")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        raise ValueError(f"--steps={args.steps} / --warmup={args.warmup}: need steps >= 1, warmup >= 0")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods if m != "qlora" or bnb_4bit_available()]
+    rows, upcast = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        loaders = base_loaders(args.models, Path(tmp))
+        for name in loaders:
+            vocab = loaders[name][0]().config.vocab_size
+            generator = torch.Generator().manual_seed(0)
+            ids = torch.randint(4, vocab, (args.batch_size, args.seq_len), generator=generator)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+            for method in methods:
+                print(f"{name} / {method} ...", file=sys.stderr, flush=True)
+                rows.append(bench_pair(name, method, loaders, batch, args.steps, args.warmup))
+        if args.kbit_upcast and bnb_4bit_available():
+            ids = torch.randint(4, BENCH_LLAMA["vocab_size"], (args.batch_size, args.seq_len),
+                                generator=torch.Generator().manual_seed(0))
+            upcast = kbit_upcast(Path(tmp), {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    print(f"batch {args.batch_size} x {args.seq_len} tokens, median of {args.steps} steps after {args.warmup} "
+          f"warmup, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print_table(rows)
+    if upcast:
+        print("\nbf16 4-bit llama-bench, weights (MB) and one training step's peak (MB):")
+        print(f"  base as loaded: {upcast['base_weight_bytes'] / 2**20:.1f} (fp32 part {upcast['base_fp32_bytes'] / 2**20:.1f})")
+        for side in ("ours", "peft"):
+            u = upcast[side]
+            print(f"  {side:<5} weights {u['weight_bytes'] / 2**20:8.1f} (fp32 part {u['fp32_weight_bytes'] / 2**20:7.1f})"
+                  f"  step peak {u['step_peak_bytes'] / 2**20:8.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "kbit_upcast": upcast, "args": vars(args),
+                                               "torch": torch.__version__}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
