@@ -1,11 +1,9 @@
-"""Small matplotlib helpers shared by the course notebooks: loss curves and memory by category.
+"""Small matplotlib helpers shared by the course notebooks: loss curves (memory plots: ``peftbook.plots``).
 
 Each function draws on ``ax`` (a new figure when ``None``) and returns the axes, so a notebook can
 add a title or a second panel and then call ``plt.show()``.
 """
 from __future__ import annotations
-
-CATEGORY_ORDER = ("weights", "gradients", "optimizer", "activations", "other")
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -37,20 +35,3 @@ def plot_losses(curves: dict, ax=None, window: int | None = None, ylabel: str = 
         ax.legend(fontsize=8)
     return ax
 
-
-def plot_memory_categories(reports: dict, ax=None):
-    """Stacked horizontal bars of ``{label: {"peak_bytes", "by_category"}}`` in MiB, one bar per label."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.8 + 0.6 * len(reports)))
-    labels = list(reports)
-    categories = [c for c in CATEGORY_ORDER if any(r["by_category"].get(c) for r in reports.values())]
-    left = [0.0] * len(labels)
-    for category in categories:
-        widths = [reports[label]["by_category"].get(category, 0) / 2**20 for label in labels]
-        ax.barh(labels, widths, left=left, label=category)
-        left = [a + b for a, b in zip(left, widths)]
-    ax.set(xlabel="MiB at the peak of a training step")
-    ax.legend(fontsize=8, ncol=len(categories), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    return ax
