@@ -280,3 +280,15 @@ def test_memory_of_first_steps_is_measured_by_category(tiny_dir, cls_task):
     assert categories["optimizer"] > 0 and categories["activations"] > 0  # grads may be freed at the peak
     assert sum(categories.values()) == memory["peak_bytes"]
     assert result.step_time_s is not None  # from the untracked step
+
+
+@pytest.mark.integration
+def test_gradient_checkpointing_gives_the_same_losses(tiny_dir, cls_task):
+    from peftbook.train import train
+
+    losses = []
+    for checkpointing in (False, True):
+        model, tokenizer = fresh(tiny_dir)
+        lora(model)
+        losses.append(train(model, tokenizer, cls_task, cfg(steps=3, grad_checkpointing=checkpointing)).losses)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
