@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -292,3 +293,18 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_dir, cls_task):
         lora(model)
         losses.append(train(model, tokenizer, cls_task, cfg(steps=3, grad_checkpointing=checkpointing)).losses)
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_training_uses_bf16_autocast_and_paged_adamw_for_qlora(tmp_path, cls_task):
+    from peftbook import apply, load_model, make_config
+    from peftbook.train import make_optimizer, train
+
+    save_tiny_model(tmp_path / "model", "llama")
+    model, tokenizer = load_model(str(tmp_path / "model"), device="cuda")
+    torch.manual_seed(0)
+    apply(model, make_config("qlora", rank=4, alpha=8))
+    assert type(make_optimizer(model, cfg(), torch.device("cuda"))).__name__ == "PagedAdamW8bit"
+    result = train(model, tokenizer, cls_task, cfg(steps=4, memory_steps=2))
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert result.memory["peak_bytes"] > 0
