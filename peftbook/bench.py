@@ -155,14 +155,17 @@ def _memory_of(fn, model):
 
 
 def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: int | None = None) -> dict:
-    from peftbook.methods.few_shot import FewShotConfig, build_prompt, few_shot_curve, select_shots
+    from peftbook.methods import few_shot, trainable_parameters
+    from peftbook.methods.few_shot import FewShotConfig, build_prompt, select_shots
     from peftbook.models import load_model
 
     model, tokenizer = load_model(model_name, device=device)
     n_examples = len(task.examples("test")[:min(eval_examples or FEW_SHOT_EXAMPLES, FEW_SHOT_EXAMPLES)])
+    score = few_shot.evaluate_classification if task.kind == "classification" else few_shot.evaluate_generation
     start = time.perf_counter()
-    curve = few_shot_curve(model, tokenizer, task, [FEW_SHOT_K], draws=FEW_SHOT_DRAWS, seed=seed * FEW_SHOT_DRAWS,
-                           num_examples=n_examples, split="test")[0]
+    draws = [score(model, tokenizer, task, task.examples("test")[:n_examples], task.examples("train"),
+                   FewShotConfig(shots=FEW_SHOT_K, seed=seed * FEW_SHOT_DRAWS + d)) for d in range(FEW_SHOT_DRAWS)]
+    values = [d[task.metric] for d in draws]
     seconds = time.perf_counter() - start
     # latency and memory at batch size 1 with one draw of k shots: the long prompt is the cost
     train = task.examples("train")
@@ -170,10 +173,10 @@ def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: i
     examples = task.examples("test")[:8]
     prompts = [build_prompt(task, shots, e) for e in examples]
     latency, memory = _few_shot_latency(model, tokenizer, task, prompts)
-    from peftbook.methods import trainable_parameters
     _, total = trainable_parameters(model)
     return {"trainable_params": 0, "total_params": total, "trainable_closed_form": 0,
-            "value": curve["mean"], "value_std": curve["std"], "values": curve["values"],
+            "value": statistics.fmean(values), "value_std": statistics.pstdev(values), "values": values,
+            **{k: statistics.fmean(d[k] for d in draws) for k in ("bleu", "rougeL") if k in draws[0]},
             "peak_memory_bytes": memory and memory["peak_bytes"], "memory_by_category": memory and memory["by_category"],
             "memory_phase": "inference", "n_test_examples": n_examples, "latency_s": latency,
             "train_seconds": 0.0, "eval_seconds": seconds, "step_time_s": None, "tokens_per_s": None}

@@ -189,3 +189,17 @@ def test_learning_rate_tuning_uses_validation_only(world, tmp_path):
                                 eval_examples=4, log=lambda *a, **k: None)
     assert set(table) == {"lora"} and set(table["lora"]) == {1e-3, 1e-2}
     assert all(0.0 <= v <= 1.0 for v in table["lora"].values())
+
+
+@pytest.mark.integration
+def test_generation_bench_reports_bleu_and_rouge_per_method(world, tmp_path):
+    from peftbook.bench import run_bench
+
+    write_word_task(tmp_path / "gen", "generation")
+    records = run_bench(str(world / "model"), str(tmp_path / "gen"), ["few_shot", "prefix_tuning", "lora"], steps=2,
+                        out=tmp_path / "out", progress=False, eval_examples=4, log=lambda *a, **k: None)
+    assert [r["method"] for r in records] == ["few_shot", "prefix_tuning", "lora"]
+    for record in records:
+        assert not record.get("error"), record
+        assert record["metric"] == "rougeL" and {"bleu", "rougeL"} <= set(record)
+        assert record["value"] == pytest.approx(record["rougeL"]) and record["latency_s"] > 0
