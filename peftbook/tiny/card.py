@@ -1,0 +1,82 @@
+"""The model card (data/tiny/README.md) of the tiny base, written from its measured metrics."""
+from __future__ import annotations
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def render(m: dict) -> str:
+    build, pre = m["build"], m["build"]["pretrain"]
+    timing, corpus = m["timing"], m["corpus"]
+    curve = m["few_shot"]["sentiment"]
+    calibrated = m["few_shot"]["sentiment_calibrated"]
+    ft, gates = m["finetune"], m["gates"]
+    lines = [
+        "---", "license: mit", "library_name: transformers", "pipeline_tag: text-generation", "---", "",
+        "# peftbook-tiny", "",
+        f"A {m['parameters'] / 1e6:.2f}M-parameter Llama-architecture causal LM that knows a small synthetic world "
+        "(restaurants, people, reviews) but not peftbook's two tasks, so that few-shot prompting and every PEFT method "
+        "show real effects on a laptop CPU, offline. Made entirely by peftbook's own code: "
+        "`python -m peftbook tiny build` regenerates the corpus, the task files, the tokenizer and this model "
+        "from a seed (here {seed}).".format(seed=build["seed"]), "",
+        "## How it was made", "",
+        f"* **Corpus**: {build['num_documents']:,} generated passages ({build['train_tokens']:,} tokens in "
+        f"{pre['seq_len']}-token blocks): restaurant descriptions in prose, stories of visits with a verdict "
+        "(\"... In the end Sara felt negative.\"), ordinary uses of the label words, and bursty *episodes* of other "
+        "mappings (opposites, capitals, categories, weather/events -> good/bad, happy/sad, positive/negative, "
+        "remarks -> a tone word) in ten formats. Never the `Review: ... Sentiment:` template, never the "
+        "`name[...] , food[...]` meaning-representation format. See `peftbook/tiny/world.py`.",
+        "* **Tokenizer**: byte-level BPE (`tokenizers`), 2,048 tokens, trained on the corpus; round-trips text.",
+        f"* **Model**: `LlamaForCausalLM`, {pre['num_layers']} layers, hidden {pre['hidden_size']}, MLP "
+        f"{pre['intermediate_size']}, {pre['num_heads']} query heads / {pre['num_kv_heads']} key-value heads "
+        f"(grouped-query attention), tied embeddings, context {pre['seq_len']}.",
+        f"* **Pretraining**: {pre['steps']} steps of {pre['batch_size']} x {pre['seq_len']} tokens, AdamW "
+        f"(lr {pre['lr']}, {pre['warmup']} warm-up steps, then inverse-square-root decay, weight decay "
+        f"{pre['weight_decay']}), {pre['threads']} CPU threads, seed {pre['seed']}. The build took "
+        f"{build['build_seconds'] / 60:.0f} minutes on 2 shared CPU cores (other jobs ran beside it).", "",
+        "## Measured", "",
+        f"* Held-out perplexity of the corpus: **{corpus['heldout_perplexity']:.2f}** "
+        f"({corpus['heldout_tokens']:,} tokens from a stream training never saw).",
+        f"* Load + one forward pass on CPU: {timing['load_and_forward_s']:.2f} s "
+        f"(load {timing['load_s']:.2f} s, forward {timing['forward_s']:.3f} s; Python imports not counted).", "",
+        f"**In-context learning** on `sentiment` (first 200 test reviews, shots drawn from train, "
+        f"{len(curve[-1]['values'])} draws; label chosen by the log-likelihood of ` positive` vs ` negative`):", "",
+        "| shots | accuracy (mean ± std) | calibrated |", "|---:|---:|---:|",
+    ]
+    cal = {row["shots"]: row for row in calibrated}
+    for row in curve:
+        c = cal.get(row["shots"])
+        lines.append(f"| {row['shots']} | {_pct(row['mean'])} ± {100 * row['std']:.1f} | "
+                     + (f"{_pct(c['mean'])} ± {100 * c['std']:.1f}" if c else "") + " |")
+    d2t0 = m["zero_shot"]["data2text"]
+    lines += [
+        "", f"8 shots minus zero-shot: **{gates['icl_8shot_minus_0shot_points']:+.1f} points** "
+        f"(gate: >= 15: {'met' if gates['icl_gain_at_least_15_points'] else 'NOT met'}); rises with shots: "
+        f"{'yes' if gates['icl_rises_with_shots'] else 'no'}.", "",
+        "**New but learnable tasks**:", "",
+        f"* `data2text` zero-shot (first 200 test MRs, greedy): slot accuracy {_pct(d2t0['slot_accuracy'])}, "
+        f"BLEU {d2t0['bleu']:.1f}, ROUGE-L {d2t0['rougeL']:.3f}.",
+        f"* Full fine-tuning, {ft['sentiment']['steps']} steps, batch {ft['sentiment']['batch_size']}, lr "
+        f"{ft['sentiment']['lr']} (`peftbook/tiny/finetune.py`): `sentiment` test accuracy "
+        f"**{_pct(ft['sentiment']['accuracy'])}** (all 1,000) in {ft['sentiment']['seconds']:.0f} s; `data2text` slot accuracy "
+        f"**{_pct(ft['data2text']['slot_accuracy'])}**, BLEU {ft['data2text']['bleu']:.1f}, ROUGE-L "
+        f"{ft['data2text']['rougeL']:.3f} (first 200 test MRs) in {ft['data2text']['seconds']:.0f} s.", "",
+        "| gate | result |", "|---|---|",
+    ]
+    lines += [f"| {name} | {value} |" for name, value in gates.items()]
+    lines += [
+        "", "## Pretraining curve", "",
+        "Held-out loss and the ICL probe (64 *validation* reviews, 2 draws) during pretraining:", "",
+        "| step | tokens | held-out loss | 0-shot | 4-shot | 8-shot |", "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in m["pretraining_curve"]:
+        icl = row.get("icl_accuracy", {})
+        lines.append(f"| {row['step']} | {row['tokens']:,} | {row['heldout_loss']:.3f} | "
+                     + " | ".join(_pct(icl[k]) if k in icl else "" for k in ("0", "4", "8")) + " |")
+    lines += [
+        "", "## Use", "", "```python", "from peftbook import load_model", "model, tokenizer = load_model(\"tiny\")",
+        "```", "", "Limits: a toy. It knows only its world's few hundred words, and 512 tokens of context.",
+        "All numbers above are in `metrics.json` beside this file.", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""A minimal full fine-tuning loop, used to show that the tiny tasks are learnable by the base.
+
+This is the base's quality gate, not the course's training code (that is ``peftbook.train``): it
+keeps no dependency on the methods so the recipe can check the base on its own. Loss on the target
+tokens only (prompt tokens are labelled -100); ``</s>`` ends every generation target.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3   # data2text on validation (trial base): 150 steps 44%, 400 steps 84% slot accuracy
+    warmup: int = 20
+    seed: int = 0
+
+
+def encode_example(tokenizer, task, example, max_length: int = 512) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + target (+ ``</s>`` for generation) and labels (-100 on the prompt)."""
+    prompt = tokenizer(task.prompt(example), add_special_tokens=False)["input_ids"]
+    target = tokenizer(task.target(example), add_special_tokens=False)["input_ids"]
+    if task.kind == "generation":
+        target = target + [tokenizer.eos_token_id]
+    ids = (prompt + target)[:max_length]
+    labels = ([-100] * len(prompt) + target)[:max_length]
+    return ids, labels
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id)
+    labels = torch.full((len(batch), width), -100)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, lab) in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        labels[row, :len(lab)] = torch.tensor(lab)
+        mask[row, :len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def finetune(model, tokenizer, task, config: FinetuneConfig | None = None) -> list[float]:
+    """Fine-tune every parameter of ``model`` on ``task``'s train split; returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    config = config or FinetuneConfig()
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    encoded = [encode_example(tokenizer, task, e) for e in task.examples("train")]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / config.warmup) * max(0.0, 1 - s / config.steps))
+    model.train()
+    losses = []
+    for _ in tqdm(range(config.steps), desc=f"finetune {task.name}", mininterval=5):
+        batch = collate(rng.sample(encoded, config.batch_size), tokenizer.pad_token_id)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def evaluate_task(model, tokenizer, task, split: str = "test", num_examples: int | None = None) -> dict[str, float]:
+    """Zero-shot metrics of ``model`` on ``task`` (label scoring or greedy generation)."""
+    from peftbook.methods.few_shot import FewShotConfig, evaluate_classification, evaluate_generation
+
+    examples = task.examples(split)[:num_examples] if num_examples else task.examples(split)
+    evaluate = evaluate_classification if task.kind == "classification" else evaluate_generation
+    result = evaluate(model, tokenizer, task, examples, task.examples("train"), FewShotConfig(shots=0, batch_size=32))
+    return {k: v for k, v in result.items() if k != "predictions"}

@@ -1,0 +1,124 @@
+"""Few-shot prompting: shot selection, label scoring, calibration, generation, and the fewshot CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from peftbook.methods.few_shot import (FewShotConfig, build_prompt, evaluate_classification, label_logprobs,
+                                       select_shots)
+from peftbook.tasks import Example, builtin_task, load_task
+
+pytestmark = pytest.mark.unit
+
+
+def _train(n=20):
+    return [Example(input=f"review {i}", output=lab, label=lab)
+            for i, lab in enumerate(["positive"] * (n - 4) + ["negative"] * 4)]
+
+
+def test_select_shots_random_and_balanced_are_deterministic():
+    train = _train()
+    a = select_shots(train, FewShotConfig(shots=4, seed=3))
+    assert a == select_shots(train, FewShotConfig(shots=4, seed=3)) and len(a) == 4
+    assert a != select_shots(train, FewShotConfig(shots=4, seed=4))
+    balanced = select_shots(train, FewShotConfig(shots=6, selection="balanced", seed=0))
+    assert [e.label for e in balanced].count("negative") == 3
+    assert select_shots(train, FewShotConfig(shots=0)) == []
+
+
+def test_build_prompt_uses_the_task_template():
+    task = builtin_task("sentiment", {})
+    shots = _train()[:2]
+    query = Example(input="the tea was not bad", output="positive", label="positive")
+    assert build_prompt(task, shots, query) == (
+        "Review: review 0\nSentiment: positive\n\nReview: review 1\nSentiment: positive\n\n"
+        "Review: the tea was not bad\nSentiment:")
+
+
+@pytest.mark.parametrize("bad, match", [(dict(shots=-1), "shots=-1"), (dict(selection="best"), "allowed: random, balanced")])
+def test_bad_config_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        FewShotConfig(**bad).validate()
+
+
+def test_more_shots_than_training_examples():
+    with pytest.raises(ValueError, match="more than the 20 training examples"):
+        select_shots(_train(), FewShotConfig(shots=21))
+
+
+def _tiny_lm():
+    from transformers import AutoTokenizer
+
+    from conftest import make_tiny_model
+    from peftbook.models import TINY_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_DIR))
+    return make_tiny_model("llama", vocab_size=len(tokenizer)), tokenizer
+
+
+def test_label_logprobs_sums_the_label_tokens_in_batches():
+    model, tokenizer = _tiny_lm()
+    prompts = ["Review: the soup was cold\nSentiment:", "Q: hot\nA:"]
+    words = ["positive", "Madrid Rome"]  # a one-token and a multi-token label
+    scores = label_logprobs(model, tokenizer, prompts, words, batch_size=3)
+    for i, prompt in enumerate(prompts):
+        for j, word in enumerate(words):
+            p = tokenizer(prompt)["input_ids"]
+            w = tokenizer(" " + word)["input_ids"]
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(torch.tensor([p + w])).logits[0], -1)
+            expected = sum(logprobs[len(p) - 1 + t, w[t]] for t in range(len(w)))
+            assert scores[i, j] == pytest.approx(expected.item(), abs=1e-4)
+    single = label_logprobs(model, tokenizer, prompts, ["positive", "negative"], batch_size=1)  # one-token fast path
+    assert single[:, 0] == pytest.approx(scores[:, 0], abs=1e-4)
+
+
+def test_calibration_divides_by_the_content_free_probabilities():
+    model, tokenizer = _tiny_lm()
+    task = builtin_task("sentiment", {"train": _train()})
+    examples = load_task("sentiment").examples("test")[:16]
+    config = FewShotConfig(shots=2, calibrate=True)
+    calibrated = evaluate_classification(model, tokenizer, task, examples, _train(), config)
+    shots = select_shots(_train(), config)
+    scores = label_logprobs(model, tokenizer, [build_prompt(task, shots, e) for e in examples], task.labels)
+    bias = label_logprobs(model, tokenizer, [build_prompt(task, shots, Example(input="N/A", output=""))], task.labels)
+    probs = torch.softmax(scores, -1) / torch.softmax(bias, -1)  # Zhao et al.: p / p_cf, then argmax
+    assert calibrated["predictions"] == [task.labels[j] for j in probs.argmax(-1).tolist()]
+
+
+def _cli(capsys, *args):
+    from peftbook.__main__ import main
+
+    code = main(["fewshot", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_fewshot_cli_on_a_small_draw(capsys):
+    code, out, _ = _cli(capsys, "--model", "tiny", "--task", "sentiment", "--shots", "0", "2", "--draws", "2",
+                        "--examples", "8", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["task"] == "sentiment" and document["model"] == "tiny"
+    assert [r["shots"] for r in document["results"]] == [0, 2]
+    assert len(document["results"][0]["values"]) == 1 and len(document["results"][1]["values"]) == 2
+    for row in document["results"]:
+        assert 0 <= row["mean"] <= 1 and row["std"] >= 0
+
+
+def test_fewshot_cli_generation_task(capsys):
+    code, out, _ = _cli(capsys, "--task", "data2text", "--shots", "1", "--draws", "1", "--examples", "2", "--json")
+    assert code == 0 and json.loads(out)["metric"] == "slot_accuracy"
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--shots", "-1"], "shots=-1"),
+    (["--draws", "0"], "--draws 0"),
+    (["--shots", "5000"], "more than the 2000 training examples"),
+    (["--task", "nope"], "known: sentiment, data2text"),
+])
+def test_fewshot_cli_bad_input(capsys, args, match):
+    code, _, err = _cli(capsys, *args)
+    assert code == 2 and match in err
