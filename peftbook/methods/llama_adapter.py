@@ -104,7 +104,7 @@ class AdaptedAttention(nn.Module):
     def adapter_attention(self, hidden_states, position_embeddings):
         """tanh(g) * softmax(q K_P^T * scale) V_P for every query position: (B, T, heads * head_dim)."""
         batch, length, _ = hidden_states.shape
-        query = self._project(hidden_states)[0].view(batch, length, self.num_heads, self.head_dim)
+        query = self._query(hidden_states).view(batch, length, self.num_heads, self.head_dim)
         query = self._norm("q_norm", query).transpose(1, 2)  # (B, nh, T, hd)
         if (self.apply_rotary is None) != (position_embeddings is None):  # rotate exactly when the model does
             raise RuntimeError(f"{type(self.attention).__name__}: LLaMA-Adapter needs both the rotary "
@@ -130,6 +130,12 @@ class AdaptedAttention(nn.Module):
         gate = self.adaption_gate.tanh() if self.gate_kind == "per_head_tanh" else self.adaption_gate
         output = gate.view(1, -1, 1, 1) * (weights @ value)  # (B, nh, T, hd)
         return output.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+
+    def _query(self, x):
+        """Queries only: a fused projection must run whole, a separate q_proj runs alone."""
+        if self.architecture.qkv_proj is not None:
+            return self._project(x)[0]
+        return getattr(self.attention, self.architecture.q_proj)(x)
 
     def _project(self, x):
         """(queries, keys, values) from the layer's own projections, fused (gpt2, phi3) or not."""
