@@ -14,6 +14,7 @@ def add_parser(subparsers) -> None:
     build.add_argument("--no-report", action="store_true", help="skip the quality gates and model card")
     report = actions.add_parser("report", help="measure the quality gates and write README.md + metrics.json")
     report.add_argument("--out", default=None, help="data directory (default: the package's data/)")
+    report.add_argument("--render-only", action="store_true", help="rewrite README.md from metrics.json")
     parser.set_defaults(handler=run)
 
 
@@ -26,8 +27,8 @@ def run(args) -> int:
 
     out = Path(args.out) if args.out else DATA_DIR
     if args.tiny_command == "report":
-        from peftbook.tiny.report import write_report
-        write_report(out)
+        from peftbook.tiny.report import render_card, write_report
+        render_card(out) if args.render_only else write_report(out)
         return 0
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed} is not allowed; use an integer >= 0")

@@ -160,7 +160,8 @@ def evaluate_generation(model, tokenizer, task, examples: list, train: list, con
 
 
 def few_shot_curve(model, tokenizer, task, shots: list[int], draws: int = 5, seed: int = 0,
-                   num_examples: int | None = 200, split: str = "test", **config) -> list[dict]:
+                   num_examples: int | None = 200, split: str = "test", progress: bool = True,
+                   **config) -> list[dict]:
     """Mean, std and values of the task's metric per number of shots over ``draws`` draws.
 
     Zero-shot has one draw only (nothing to draw). Queries: the first ``num_examples`` of ``split``;
@@ -172,13 +173,19 @@ def few_shot_curve(model, tokenizer, task, shots: list[int], draws: int = 5, see
     examples = examples[:num_examples] if num_examples else examples
     for k in shots:
         FewShotConfig(shots=k, **config).validate(len(train))
+    from tqdm.auto import tqdm
+
     evaluate = evaluate_classification if task.kind == "classification" else evaluate_generation
+    bar = tqdm(total=sum(draws if k else 1 for k in shots), desc=f"few-shot {task.name}", disable=not progress)
     results = []
     for k in shots:
-        values = [evaluate(model, tokenizer, task, examples, train,
-                           FewShotConfig(shots=k, seed=seed + d, **config))[task.metric]
-                  for d in range(draws if k else 1)]
+        values = []
+        for d in range(draws if k else 1):
+            config_k = FewShotConfig(shots=k, seed=seed + d, **config)
+            values.append(evaluate(model, tokenizer, task, examples, train, config_k)[task.metric])
+            bar.update()
         mean = sum(values) / len(values)
         std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
         results.append({"shots": k, "mean": mean, "std": std, "values": values})
+    bar.close()
     return results

@@ -6,6 +6,25 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+_NOT_MET = [
+    "", "## What did not work (yet)", "",
+    "The in-context-learning gate (8 shots >= 15 points above zero-shot) is **not met** by this base: "
+    "zero-shot is already high, because the base reads `Sentiment:` after a review as a request for a "
+    "polarity word, and the shots add nothing. It reads the format from the shots (a new key pair works) but "
+    "it follows its prior, not the shots' mapping: with flipped labels in 8 event episodes it still "
+    "answered by the prior (0% agreement with the flipped labels, 40 probes). Three recipes were tried, each "
+    "a full run on 2 shared CPU cores (see the docstring of `peftbook/tiny/world.py`):", "",
+    "1. one fixed key pair per episode mapping: 8-shot 89% under keys seen in pretraining, but 53% (one label "
+    "for every review) under new keys such as `Review:/Sentiment:`, at any k;",
+    "2. keys drawn from pools and made-up words, 15% of polarity episodes flipped (this base, stopped at "
+    "1,400 steps): the format generalises, zero-shot ~90%, flat curve;",
+    "3. as 2 with half the polarity episodes flipped, so that only the shots could tell the direction: at "
+    "chance at every k through 2,600 steps.", "",
+    "Next steps worth trying: a longer run of recipe 3 (the flip-following skill may need a phase change "
+    "that 2,600 steps did not reach), or label words without a prior in the task format.", "",
+]
+
+
 def render(m: dict) -> str:
     build, pre = m["build"], m["build"]["pretrain"]
     timing, corpus = m["timing"], m["corpus"]
@@ -25,9 +44,11 @@ def render(m: dict) -> str:
         f"{pre['seq_len']}-token blocks): restaurant descriptions in prose, stories of visits with a verdict "
         "(\"... In the end Sara felt negative.\"), ordinary uses of the label words, and bursty *episodes* of other "
         "mappings (opposites, capitals, categories, weather/events -> good/bad, happy/sad, positive/negative, "
-        "remarks -> a tone word) in ten formats. Never the `Review: ... Sentiment:` template, never the "
+        "remarks -> a tone word) in eleven formats, their `Key:` names drawn from pools or made up. Never the "
+        "`Review: ... Sentiment:` template, never the "
         "`name[...] , food[...]` meaning-representation format. See `peftbook/tiny/world.py`.",
-        "* **Tokenizer**: byte-level BPE (`tokenizers`), 2,048 tokens, trained on the corpus; round-trips text.",
+        f"* **Tokenizer**: byte-level BPE (`tokenizers`), {m['vocab_size']:,} tokens, trained on the corpus; "
+        "round-trips text.",
         f"* **Model**: `LlamaForCausalLM`, {pre['num_layers']} layers, hidden {pre['hidden_size']}, MLP "
         f"{pre['intermediate_size']}, {pre['num_heads']} query heads / {pre['num_kv_heads']} key-value heads "
         f"(grouped-query attention), tied embeddings, context {pre['seq_len']}.",
@@ -56,10 +77,12 @@ def render(m: dict) -> str:
         f"{'yes' if gates['icl_rises_with_shots'] else 'no'}.", "",
         "**New but learnable tasks**:", "",
         f"* `data2text` zero-shot (first 200 test MRs, greedy): slot accuracy {_pct(d2t0['slot_accuracy'])}, "
-        f"BLEU {d2t0['bleu']:.1f}, ROUGE-L {d2t0['rougeL']:.3f}.",
-        f"* Full fine-tuning, {ft['sentiment']['steps']} steps, batch {ft['sentiment']['batch_size']}, lr "
-        f"{ft['sentiment']['lr']} (`peftbook/tiny/finetune.py`): `sentiment` test accuracy "
-        f"**{_pct(ft['sentiment']['accuracy'])}** (all 1,000) in {ft['sentiment']['seconds']:.0f} s; `data2text` slot accuracy "
+        f"BLEU {d2t0['bleu']:.1f}, ROUGE-L {d2t0['rougeL']:.3f} (the base takes the unknown format for one of its "
+        "episodes and answers a label word such as `no`).",
+        f"* Full fine-tuning, {ft['sentiment']['steps']} steps of batch {ft['sentiment']['batch_size']} "
+        f"(`peftbook/tiny/finetune.py`): `sentiment` (lr {ft['sentiment']['lr']}) test accuracy "
+        f"**{_pct(ft['sentiment']['accuracy'])}** (all 1,000) in {ft['sentiment']['seconds']:.0f} s; `data2text` "
+        f"(lr {ft['data2text']['lr']}, chosen on validation) slot accuracy "
         f"**{_pct(ft['data2text']['slot_accuracy'])}**, BLEU {ft['data2text']['bleu']:.1f}, ROUGE-L "
         f"{ft['data2text']['rougeL']:.3f} (first 200 test MRs) in {ft['data2text']['seconds']:.0f} s.", "",
         "| gate | result |", "|---|---|",
@@ -74,6 +97,8 @@ def render(m: dict) -> str:
         icl = row.get("icl_accuracy", {})
         lines.append(f"| {row['step']} | {row['tokens']:,} | {row['heldout_loss']:.3f} | "
                      + " | ".join(_pct(icl[k]) if k in icl else "" for k in ("0", "4", "8")) + " |")
+    if not gates["icl_gain_at_least_15_points"]:
+        lines += _NOT_MET
     lines += [
         "", "## Use", "", "```python", "from peftbook import load_model", "model, tokenizer = load_model(\"tiny\")",
         "```", "", "Limits: a toy. It knows only its world's few hundred words, and 512 tokens of context.",

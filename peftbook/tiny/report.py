@@ -22,6 +22,9 @@ import torch
 FEWSHOT_EXAMPLES = 200   # the fixed test subset of the few-shot evaluation (the first 200 of test.jsonl)
 SHOTS = (0, 1, 2, 4, 8)
 DRAWS = 5
+# Chosen on the validation split (150 MRs) of data2text with this base: 600 steps at lr 1e-3 gave
+# 85% slot accuracy, 1000 steps at 1e-3 99.9%, 600 steps at 2e-3 100%.
+FINETUNE_LR = {"sentiment": 1e-3, "data2text": 2e-3}
 
 
 def measure_load_and_forward(model_dir: Path, repeats: int = 3) -> dict:
@@ -71,6 +74,7 @@ def measure(out: Path, facts: dict) -> dict:
 
     model = fresh()
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    metrics["vocab_size"] = model.config.vocab_size
     metrics["corpus"] = heldout_perplexity(model, tokenizer, facts.get("seed", 0), model.config.max_position_embeddings)
     sentiment = tasks["sentiment"]
     metrics["few_shot"] = {
@@ -82,7 +86,7 @@ def measure(out: Path, facts: dict) -> dict:
     metrics["finetune"] = {}
     for name, task in tasks.items():
         model = fresh()
-        config = FinetuneConfig()
+        config = FinetuneConfig(lr=FINETUNE_LR[name])
         start = time.time()
         losses = finetune(model, tokenizer, task, config)
         result = evaluate_task(model, tokenizer, task,
@@ -96,7 +100,8 @@ def measure(out: Path, facts: dict) -> dict:
     metrics["gates"] = {
         "icl_8shot_minus_0shot_points": round(100 * (eight - zero), 1),
         "icl_gain_at_least_15_points": eight - zero >= 0.15,
-        "icl_rises_with_shots": all(b >= a - 0.01 for a, b in zip(means, means[1:])),
+        # every step up, or down by at most a point (noise), and more at the end than zero-shot
+        "icl_rises_with_shots": means[-1] > means[0] and all(b >= a - 0.01 for a, b in zip(means, means[1:])),
         "data2text_zero_shot_slot_accuracy": round(metrics["zero_shot"]["data2text"]["slot_accuracy"], 4),
         "finetune_sentiment_accuracy_at_least_0.9": metrics["finetune"]["sentiment"]["accuracy"] >= 0.9,
         "finetune_data2text_slot_accuracy_at_least_0.9": metrics["finetune"]["data2text"]["slot_accuracy"] >= 0.9,
@@ -121,6 +126,14 @@ def write_report(out: str | Path, facts: dict | None = None) -> dict:
     (out / "tiny" / "metrics.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     (out / "tiny" / "README.md").write_text(model_card(document))
     return document
+
+
+def render_card(out: str | Path) -> None:
+    """Rewrite README.md from the recorded metrics.json (no measuring)."""
+    path = Path(out) / "tiny" / "metrics.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m peftbook tiny report` first")
+    (Path(out) / "tiny" / "README.md").write_text(model_card(json.loads(path.read_text())))
 
 
 def model_card(m: dict) -> str:
