@@ -94,13 +94,10 @@ class Task:
 # ---------------------------------------------------------------------------------------------
 # Metrics for generation
 def generation_metrics(predictions: list[str], references: list[str], meaning_representations=None) -> dict:
-    import sacrebleu
-    from rouge_score import rouge_scorer
+    from peftbook.evaluate import text_metrics  # BLEU (sacrebleu) and ROUGE-L (rouge-score)
 
     predictions = [p.strip() for p in predictions]
-    out = {"bleu": sacrebleu.corpus_bleu(predictions, [references]).score}
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    out["rougeL"] = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / max(1, len(references))
+    out = text_metrics(predictions, references)
     if meaning_representations is not None:
         realised = total = 0
         for p, mr in zip(predictions, meaning_representations):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
