@@ -1,5 +1,6 @@
 # peftbook: two commands do all the set-up on a fresh machine with Python 3.10+.
 #   make run   - create .venv if missing, install, run the course on the embedded tiny model
+#                (make run SMOKE=1: the same with quick parameters)
 #   make test  - create/update .venv the same way, run the whole test suite
 # Both are idempotent: the install step re-runs only when pyproject.toml changes.
 
@@ -8,6 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.peftbook-installed
 OUT ?= outputs/run
+SMOKE ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test install render clean-venv
@@ -23,8 +25,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# `make run SMOKE=1`: every notebook with its quick smoke parameters (a few minutes)
 run: install
-	$(PY) -m peftbook run --out $(OUT)
+	$(PY) -m peftbook run --out $(OUT) $(if $(SMOKE),--smoke,)
 
 test: install
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q $(PYTEST_ARGS)

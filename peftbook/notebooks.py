@@ -75,6 +75,29 @@ def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, 
     return summary
 
 
+def write_summary(summary: dict, out_dir) -> Path:
+    """``summary.md``: time per notebook, the benchmark table and the claims table (from 07's metrics)."""
+    lines = ["# peftbook run", "", "| notebook | seconds | executed copy |", "|---|---:|---|"]
+    lines += [f"| {name} | {entry['seconds']:.1f} | {entry['output']} |" for name, entry in summary.items()]
+    bench = (summary.get("07_benchmark") or {}).get("metrics") or {}
+    if bench.get("records"):
+        lines += ["", "## Benchmark", "", "| method | seed | trainable | peak MB | step s | metric | value |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for r in bench["records"]:
+            step = r.get("step_time_s")
+            lines.append(f"| {r.get('method')} | {r.get('seed')} | {r.get('trainable_params')} | "
+                         f"{(r.get('peak_memory_bytes') or 0) / 1e6:.1f} | {'' if step is None else f'{step:.3f}'} | "
+                         f"{r.get('metric')} | {r.get('value')} |")
+    if bench.get("claims"):
+        lines += ["", "## The article's claims, as measured in this run", "", "| # | claim | measured | verdict |",
+                  "|---:|---|---|---|"]
+        lines += [f"| {i} | {c['claim']} | {c['measured']} | **{c['verdict']}** |"
+                  for i, c in enumerate(bench["claims"], 1)]
+    path = Path(out_dir) / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # ---- helpers called from inside the notebooks -------------------------------------------------
 
 def print_environment(device: str = "auto") -> dict:
