@@ -96,3 +96,33 @@ def test_bad_parameter_stops_in_checking_cell(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="MODEL"):
         run_notebooks([name], out_dir=tmp_path, smoke=True, parameters={"MODEL": "./no/such/model"},
                       progress=False)
+
+
+@pytest.fixture(scope="module")
+def other_architecture(tmp_path_factory):
+    """A random-init gpt2 (no RoPE, fused Conv1D attention) saved with the tiny base's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from peftbook.models import TINY_DIR
+
+    directory = tmp_path_factory.mktemp("gpt2-random")
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=2048, n_embd=64, n_layer=4, n_head=4, n_positions=1024,
+                        bos_token_id=0, eos_token_id=0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TINY_DIR / name, directory / name)
+    return directory
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", PRESENT)
+def test_model_parameter_is_real(name, tmp_path, other_architecture):
+    """MODEL=<a saved model of another architecture> runs every notebook (smoke) without error."""
+    summary = run_notebooks([name], out_dir=tmp_path, smoke=True, progress=False,
+                            parameters={"MODEL": str(other_architecture)})
+    metrics = summary[name]["metrics"]
+    assert metrics and metrics.get("model", str(other_architecture)) == str(other_architecture)
