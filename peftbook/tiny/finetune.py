@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from peftbook.train import collate  # right-padded batch, labels -100 on prompt and padding
+
 
 @dataclass
 class FinetuneConfig:
@@ -30,18 +32,6 @@ def encode_example(tokenizer, task, example, max_length: int = 512) -> tuple[lis
     ids = (prompt + target)[:max_length]
     labels = ([-100] * len(prompt) + target)[:max_length]
     return ids, labels
-
-
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id)
-    labels = torch.full((len(batch), width), -100)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (ids, lab) in enumerate(batch):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        labels[row, :len(lab)] = torch.tensor(lab)
-        mask[row, :len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
 def finetune(model, tokenizer, task, config: FinetuneConfig | None = None) -> list[float]:
