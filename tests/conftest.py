@@ -63,3 +63,39 @@ def save_tiny_model(directory, model_type: str = "llama", seed: int = 0):
     model.save_pretrained(directory)
     make_word_tokenizer(model.config.vocab_size).save_pretrained(directory)
     return model
+
+
+def greedy_without_cache(model, ids, steps):
+    """Greedy decoding that recomputes everything each step: ids and each step's last logits."""
+    logits = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits.append(model(input_ids=ids, use_cache=False).logits[:, -1])
+            ids = torch.cat([ids, logits[-1].argmax(-1, keepdim=True)], dim=1)
+    return ids, torch.stack(logits, 1)  # (B, T+steps), (B, steps, vocab)
+
+
+def generate_greedy(model, ids, mask, steps=4):
+    """``generate`` with the KV cache: ids and each step's logits, shaped like greedy_without_cache."""
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+                         output_logits=True, return_dict_in_generate=True)
+    return out.sequences, torch.stack(out.logits, 1)  # (B, T+steps), (B, steps, vocab)
+
+
+def randomize_lora(model, seed=0):
+    """Give every LoRA B non-zero values so that tests see the LoRA branch at work."""
+    from peftbook.methods import lora
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in lora.lora_modules(model).values():
+            module.lora_B.weight.copy_(torch.randn(module.lora_B.weight.shape, generator=generator) * 0.1)
+    return model
+
+
+def train_step(model, input_ids):
+    """One forward + backward in train mode with the inputs as labels; returns the loss."""
+    model.train()
+    loss = model(input_ids=input_ids, labels=input_ids).loss
+    loss.backward()
+    return loss

@@ -9,25 +9,13 @@ import torch
 import peftbook
 from peftbook.methods import lora
 from peftbook.methods.lora import LoRAConfig, LoRALinear
-from conftest import make_tiny_model
+from conftest import randomize_lora, train_step, make_tiny_model
 
 pytestmark = pytest.mark.unit
 
 
-def _randomize_lora(model, seed=0):
-    """Give B non-zero values so that tests see the LoRA branch at work."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in lora.lora_modules(model).values():
-            module.lora_B.weight.copy_(torch.randn(module.lora_B.weight.shape, generator=generator) * 0.1)
-    return model
 
 
-def _train_step(model, input_ids):
-    model.train()
-    loss = model(input_ids=input_ids, labels=input_ids).loss
-    loss.backward()
-    return loss
 
 
 def test_zero_init_leaves_logits_unchanged(tiny_model, input_ids):
@@ -45,8 +33,8 @@ def test_only_lora_parameters_get_gradients_and_count_matches_formula(model_type
         targets = [t for t in targets if any(n.endswith(t) for n, _ in model.named_modules())]
     config = LoRAConfig(rank=4, targets=targets)
     peftbook.apply(model, config)
-    _randomize_lora(model)
-    _train_step(model, input_ids)
+    randomize_lora(model)
+    train_step(model, input_ids)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
@@ -58,8 +46,8 @@ def test_only_lora_parameters_get_gradients_and_count_matches_formula(model_type
 
 def test_every_architecture_forward_backward_generate_save_load(tiny_model, input_ids, tmp_path, model_type):
     peftbook.apply(tiny_model, LoRAConfig(rank=4, alpha=8))
-    _randomize_lora(tiny_model)
-    _train_step(tiny_model, input_ids)
+    randomize_lora(tiny_model)
+    train_step(tiny_model, input_ids)
     tiny_model.eval()
     prompt = input_ids[:1, :5]
     with torch.no_grad():
@@ -84,7 +72,7 @@ def test_load_into_a_different_base_names_both_shapes(tmp_path):
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "phi3"])
 def test_merge_matches_unmerged_and_unmerge_restores(model_type, input_ids):
     model = peftbook.apply(make_tiny_model(model_type), LoRAConfig(rank=4, targets="all-linear"))
-    _randomize_lora(model)
+    randomize_lora(model)
     base_weights = {n: m.base.weight.detach().clone() for n, m in lora.lora_modules(model).items()}
     with torch.no_grad():
         unmerged = model(input_ids).logits
@@ -131,11 +119,11 @@ def test_rslora_and_dropout_only_on_the_lora_branch():
 def test_gradient_checkpointing_training_step(input_ids):
     model = peftbook.apply(make_tiny_model("llama"), LoRAConfig(rank=4))
     reference = copy.deepcopy(model)
-    _randomize_lora(model)
-    _randomize_lora(reference)
+    randomize_lora(model)
+    randomize_lora(reference)
     model.gradient_checkpointing_enable()
-    _train_step(model, input_ids)
-    _train_step(reference, input_ids)
+    train_step(model, input_ids)
+    train_step(reference, input_ids)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         if p.requires_grad:
             torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
@@ -163,7 +151,7 @@ NO_DROPOUT = {"gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)}  # 
 def _peft_pair(model_type, config):
     peft = pytest.importorskip("peft")
     ours = peftbook.apply(make_tiny_model(model_type, **NO_DROPOUT.get(model_type, {})), config)
-    _randomize_lora(ours)
+    randomize_lora(ours)
     targets = lora.peft_adapter_config(ours, config)["target_modules"]
     theirs = peft.get_peft_model(make_tiny_model(model_type, **NO_DROPOUT.get(model_type, {})), peft.LoraConfig(
         r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=targets,
@@ -179,7 +167,7 @@ def _peft_pair(model_type, config):
 ])
 def test_same_logits_and_gradients_as_hf_peft(model_type, config, input_ids):
     ours, theirs = _peft_pair(model_type, config)
-    ours_loss, theirs_loss = _train_step(ours, input_ids), _train_step(theirs, input_ids)
+    ours_loss, theirs_loss = train_step(ours, input_ids), train_step(theirs, input_ids)
     torch.testing.assert_close(ours_loss, theirs_loss, atol=1e-6, rtol=0)
     theirs_grads = {n.replace(".default", ""): p.grad for n, p in theirs.named_parameters() if p.requires_grad}
     ours_grads = {f"base_model.model.{n}": p.grad for n, p in ours.named_parameters() if p.requires_grad}
@@ -195,7 +183,7 @@ def test_same_logits_and_gradients_as_hf_peft(model_type, config, input_ids):
 def test_saved_adapter_loads_in_hf_peft(model_type, input_ids, tmp_path):
     peft = pytest.importorskip("peft")
     ours = peftbook.apply(make_tiny_model(model_type), LoRAConfig(rank=4, targets="all-linear"))
-    _randomize_lora(ours)
+    randomize_lora(ours)
     peftbook.save_adapter(ours, tmp_path)
     theirs = peft.PeftModel.from_pretrained(make_tiny_model(model_type), tmp_path).eval()
     with torch.no_grad():

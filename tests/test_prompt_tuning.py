@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model, make_word_tokenizer
+from conftest import generate_greedy, greedy_without_cache, make_tiny_model, make_word_tokenizer
 
 import peftbook
 from peftbook.methods import prompt_tuning
@@ -92,20 +92,8 @@ def test_same_logits_and_gradients_as_hf_peft(tmp_path, model_type):
         torch.testing.assert_close(loaded(input_ids=x, attention_mask=mask).logits, out.logits, atol=1e-5, rtol=1e-5)
 
 
-def greedy_without_cache(model, ids, steps):
-    """Greedy decoding that recomputes everything each step: ids and each step's last logits."""
-    logits = []
-    with torch.no_grad():
-        for _ in range(steps):
-            logits.append(model(input_ids=ids, use_cache=False).logits[:, -1])
-            ids = torch.cat([ids, logits[-1].argmax(-1, keepdim=True)], dim=1)
-    return ids, torch.stack(logits, 1)  # (B, T+steps), (B, steps, vocab)
 
 
-def generate_greedy(model, ids, mask, steps=4):
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
-                         output_logits=True, return_dict_in_generate=True)
-    return out.sequences, torch.stack(out.logits, 1)  # (B, T+steps), (B, steps, vocab)
 
 
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)

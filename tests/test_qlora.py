@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model, save_tiny_model
+from conftest import randomize_lora, train_step, make_tiny_model, save_tiny_model
 
 import peftbook
 import peftbook.models as models
@@ -14,19 +14,8 @@ pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(not models.bnb_4bit_available(), reason="bitsandbytes has no 4-bit backend here")]
 
 
-def _randomize_lora(model, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in lora.lora_modules(model).values():
-            module.lora_B.weight.copy_(torch.randn(module.lora_B.weight.shape, generator=generator) * 0.1)
-    return model
 
 
-def _train_step(model, input_ids):
-    model.train()
-    loss = model(input_ids=input_ids, labels=input_ids).loss
-    loss.backward()
-    return loss
 
 
 def test_in_place_quantization_matches_transformers_4bit_loading(tmp_path, input_ids):
@@ -52,8 +41,8 @@ def test_in_place_quantization_matches_transformers_4bit_loading(tmp_path, input
 def test_every_architecture_trains_generates_and_saves(tiny_model, model_type, input_ids, tmp_path):
     config = QLoRAConfig(rank=4, alpha=8)
     peftbook.apply(tiny_model, config)
-    _randomize_lora(tiny_model)
-    _train_step(tiny_model, input_ids)
+    randomize_lora(tiny_model)
+    train_step(tiny_model, input_ids)
     trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
     assert all(".lora_" in n for n in trainable)
     assert all(tiny_model.get_parameter(n).grad.abs().sum() > 0 for n in trainable)
@@ -76,7 +65,7 @@ def test_merge_dequantizes_and_unmerge_restores_the_4bit_codes(model_type, input
     no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0) if model_type == "gpt2" else {}
     model = peftbook.apply(make_tiny_model(model_type, **no_dropout), QLoRAConfig(rank=4, targets="all-linear"))
     model.train()
-    _randomize_lora(model)
+    randomize_lora(model)
     dequantized_before = {n: qlora.dequantize_linear(m.base).weight for n, m in lora.lora_modules(model).items()}
     codes_before = {n: m.base.weight.data.clone() for n, m in lora.lora_modules(model).items()}
     with torch.no_grad():  # train mode keeps bnb's CPU inference repacking out of the comparison
@@ -101,11 +90,11 @@ def test_merge_dequantizes_and_unmerge_restores_the_4bit_codes(model_type, input
 
 def test_an_eval_pass_does_not_break_later_gradients(input_ids):
     """bnb repacks 4-bit weights for CPU inference on an eval forward; training after it must still work."""
-    trained, evaluated_first = (_randomize_lora(peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4)))
+    trained, evaluated_first = (randomize_lora(peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4)))
                                 for _ in range(2))
     with torch.no_grad():
         evaluated_first.eval()(input_ids)
-    _train_step(trained, input_ids), _train_step(evaluated_first, input_ids)
+    train_step(trained, input_ids), train_step(evaluated_first, input_ids)
     for p, q in zip(trained.parameters(), evaluated_first.parameters()):
         if p.requires_grad:
             assert q.grad is not None and torch.equal(p.grad, q.grad)
@@ -113,9 +102,9 @@ def test_an_eval_pass_does_not_break_later_gradients(input_ids):
 
 def test_gradient_checkpointing_training_step(input_ids):
     model = peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4))
-    _randomize_lora(model)
+    randomize_lora(model)
     model.gradient_checkpointing_enable()
-    _train_step(model, input_ids)
+    train_step(model, input_ids)
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
@@ -124,11 +113,11 @@ def test_same_logits_and_gradients_as_hf_peft_on_a_4bit_model(tmp_path, input_id
     peft = pytest.importorskip("peft")
     save_tiny_model(tmp_path, "llama")
     ours = peftbook.apply(models.load_model(tmp_path, quantize="nf4", device="cpu")[0], QLoRAConfig(rank=4))
-    _randomize_lora(ours)
+    randomize_lora(ours)
     theirs, _ = models.load_model(tmp_path, quantize="nf4", device="cpu")
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     peft.set_peft_model_state_dict(theirs, {k: v.detach().clone() for k, v in lora.adapter_state(ours).items()})
-    torch.testing.assert_close(_train_step(ours, input_ids), _train_step(theirs, input_ids), atol=1e-6, rtol=0)
+    torch.testing.assert_close(train_step(ours, input_ids), train_step(theirs, input_ids), atol=1e-6, rtol=0)
     theirs_grads = {n.replace(".default", ""): p.grad for n, p in theirs.named_parameters() if p.requires_grad}
     for name, parameter in ours.named_parameters():
         if parameter.requires_grad:
