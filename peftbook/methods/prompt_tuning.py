@@ -132,6 +132,12 @@ def _positions_after_prompt(positions, mask, n: int, batch: int, device) -> torc
         return torch.cat([prompt_positions, positions.expand(batch, -1) + n], dim=1)  # (B, n+T)
     if mask is None:
         return None  # the model counts 0..n+T-1 itself
+    lengths = mask.sum(-1, keepdim=True)  # (B, 1)
+    if torch.equal(mask.bool(), torch.arange(mask.shape[1], device=device) < lengths):
+        # No left padding: 0..n+T-1 is right for every real token, and letting the model count shares one
+        # (1, n+T) RoPE table across the batch instead of building a (B, n+T) one (measured: 0.4% of the
+        # tiny base's training-step peak, which HF PEFT, passing no positions, does not spend)
+        return None
     return (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, n+T); pads are masked anyway
 
 
