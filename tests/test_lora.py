@@ -91,6 +91,29 @@ def test_merge_matches_unmerged_and_unmerge_restores(model_type, input_ids):
         assert ((module.base.weight - weight).abs() <= bound).all()
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_merge_and_unload_leaves_a_plain_model_with_the_merged_logits(model_type, input_ids):
+    model = peftbook.apply(make_tiny_model(model_type), LoRAConfig(rank=4, targets="all-linear"))
+    randomize_lora(model)
+    with torch.no_grad():
+        unmerged = model(input_ids).logits
+        peftbook.merge(model, unload=True)
+        unloaded = model(input_ids).logits
+    base_tree = {name: type(module) for name, module in make_tiny_model(model_type).named_modules()}
+    assert {name: type(module) for name, module in model.named_modules()} == base_tree  # no wrapper left
+    assert peftbook.methods.applied_config(model) is None
+    torch.testing.assert_close(unloaded, unmerged, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="LoRA and QLoRA only"):  # nothing left to unmerge
+        peftbook.unmerge(model)
+    peftbook.apply(model, LoRAConfig(rank=2))  # a plain model again: a new method applies
+
+
+def test_unload_refuses_unmerged_wrappers():
+    model = peftbook.apply(make_tiny_model("llama"), LoRAConfig(rank=4))
+    with pytest.raises(ValueError, match="not merged"):
+        lora.unload(model)
+
+
 def test_conv1d_merge_uses_the_transposed_layout():
     from transformers.pytorch_utils import Conv1D
 

@@ -88,6 +88,20 @@ def test_merge_dequantizes_and_unmerge_restores_the_4bit_codes(model_type, input
     torch.testing.assert_close(again, unmerged, atol=1e-3, rtol=0)
 
 
+def test_merge_and_unload_gives_a_full_precision_model(input_ids):
+    model = peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4))
+    model.train()
+    randomize_lora(model)
+    with torch.no_grad():
+        unmerged = model(input_ids).logits
+        peftbook.merge(model, unload=True)
+        unloaded = model(input_ids).logits
+    assert not lora.lora_modules(model)
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert type(q_proj) is torch.nn.Linear and q_proj.weight.dtype == torch.float32
+    torch.testing.assert_close(unloaded, unmerged, atol=1e-4, rtol=0)
+
+
 def test_an_eval_pass_does_not_break_later_gradients(input_ids):
     """bnb repacks 4-bit weights for CPU inference on an eval forward; training after it must still work."""
     trained, evaluated_first = (randomize_lora(peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4)))

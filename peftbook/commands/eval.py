@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--split", default="test", help="train | validation | test (default: test)")
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--merge", action="store_true", help="merge LoRA/QLoRA into the weights before evaluating")
+    parser.add_argument("--merge", action="store_true", help="merge LoRA/QLoRA into the weights (and drop the wrappers) before evaluating")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON document (with the predictions)")
     parser.set_defaults(handler=run)
@@ -35,7 +35,7 @@ def run(args) -> int:
     if args.adapter is not None:
         load_adapter(model, args.adapter)
         if args.merge:
-            merge(model)
+            merge(model, unload=True)
     result = evaluate(model, tokenizer, task, args.split, max_examples=args.max_examples, batch_size=args.batch_size)
     result = {"model": args.model, "adapter": args.adapter, "task": task.name, **result}
     if args.json:

@@ -139,13 +139,22 @@ def load_adapter(base_model: nn.Module, directory) -> nn.Module:
     return base_model
 
 
-def merge(model: nn.Module) -> nn.Module:
-    """Fold LoRA/QLoRA updates into the base weights (zero inference overhead). See lora.merge."""
+def merge(model: nn.Module, unload: bool = False) -> nn.Module:
+    """Fold LoRA/QLoRA updates into the base weights. See lora.merge.
+
+    ``unload=True`` also removes the LoRA wrappers (like HF PEFT's ``merge_and_unload``): the result is
+    a plain model that runs at exactly the base's cost, but can no longer be unmerged or saved as an
+    adapter. Without it the wrappers stay (one extra call per layer) and ``unmerge`` restores the base.
+    """
     config = applied_config(model)
     if config is None or config.method not in ("lora", "qlora"):
         raise ValueError("merge() applies to LoRA and QLoRA only; "
                          f"this model has {getattr(config, 'method', 'no method')}")
-    return method_module(config.method).merge(model)
+    method_module(config.method).merge(model)
+    if unload:
+        method_module("lora").unload(model)
+        delattr(model, CONFIG_ATTR)
+    return model
 
 
 def unmerge(model: nn.Module) -> nn.Module:
