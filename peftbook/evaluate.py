@@ -96,9 +96,9 @@ def classify(model, tokenizer, task, examples, batch_size: int = 16) -> list[str
     """Predicted label word per example (highest label log-likelihood).
 
     Single-token label words (the common case) take one forward per example; longer ones score
-    every (prompt, label) pair. ``peftbook.methods.few_shot.label_logprobs`` does the same for
-    plain models, but reads positions from the left, which is wrong for methods that prepend
-    virtual tokens to the logits (prompt tuning), hence this version.
+    every (prompt, label) pair. The scorers read the last positions of the logits, so methods that
+    prepend virtual tokens to them (prompt tuning) are scored right; few-shot prompting
+    (``peftbook.methods.few_shot.label_logprobs``) uses the same two scorers.
     """
     targets = [[encode_target(tokenizer, t) for t in label_targets(task, e)] for e in examples]
     first = targets[0]

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from peftbook.methods.few_shot import (FewShotConfig, build_prompt, evaluate_classification, label_logprobs,
-                                       select_shots)
+from peftbook.methods.few_shot import (FewShotConfig, build_prompt, evaluate_classification, evaluate_generation,
+                                       fitting_prompt, label_logprobs, select_shots)
 from peftbook.tasks import Example, builtin_task, load_task
 
 pytestmark = pytest.mark.unit
@@ -86,6 +86,30 @@ def test_calibration_divides_by_the_content_free_probabilities():
     bias = label_logprobs(model, tokenizer, [build_prompt(task, shots, Example(input="N/A", output=""))], task.labels)
     probs = torch.softmax(scores, -1) / torch.softmax(bias, -1)  # Zhao et al.: p / p_cf, then argmax
     assert calibrated["predictions"] == [task.labels[j] for j in probs.argmax(-1).tolist()]
+
+
+def test_generation_prompts_keep_only_the_shots_that_fit_the_context():
+    from transformers import AutoTokenizer
+
+    from peftbook.models import TINY_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_DIR))
+    task = load_task("data2text")
+    shots, query = task.examples("train")[:8], task.examples("test")[0]
+    length = {k: len(tokenizer(build_prompt(task, shots[8 - k:], query), add_special_tokens=False)["input_ids"])
+              for k in range(9)}
+    assert fitting_prompt(task, shots, query, tokenizer, 10**6) == (build_prompt(task, shots, query), 8)
+    prompt, k = fitting_prompt(task, shots, query, tokenizer, length[3])  # room for the last 3 exactly
+    assert k == 3 and prompt == build_prompt(task, shots[5:], query)
+    assert fitting_prompt(task, shots, query, tokenizer, length[0] - 1)[1] == 0  # nothing fits: zero-shot
+
+    model, _ = _tiny_lm()
+    model.config.max_position_embeddings = length[2] + 4  # room for about 2 shots and 4 new tokens
+    config = FewShotConfig(shots=8, max_new_tokens=4)
+    result = evaluate_generation(model, tokenizer, task, [query], task.examples("train"), config)
+    drawn = select_shots(task.examples("train"), config)
+    assert result["shots_used"] == fitting_prompt(task, drawn, query, tokenizer, length[2])[1] < 8
+    assert len(result["predictions"]) == 1
 
 
 def _cli(capsys, *args):

@@ -54,5 +54,6 @@ def run(args) -> int:
     print(f"{'shots':>5}  {'mean':>7}  {'std':>6}  values")
     for row in results:
         values = " ".join(f"{v:.3f}" for v in row["values"])
-        print(f"{row['shots']:>5}  {row['mean']:>7.3f}  {row['std']:>6.3f}  {values}")
+        fit = f"  (mean {row['shots_used']:.1f} shots fit the context)" if row.get("shots_used", row["shots"]) != row["shots"] else ""
+        print(f"{row['shots']:>5}  {row['mean']:>7.3f}  {row['std']:>6.3f}  {values}{fit}")
     return 0

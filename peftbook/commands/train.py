@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
     parser.add_argument("--method", required=True, help="prompt_tuning, prefix_tuning, llama_adapter, lora, qlora, full")
     parser.add_argument("--task", required=True, help="sentiment, data2text, or a folder of {train,validation,test}.jsonl")
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default: 200)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps (default: the bench's, sentiment 600, data2text 300, other tasks 200)")
     parser.add_argument("--out", required=True, help="output folder: adapter/, history.json, checkpoints/")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the method's bench default)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -45,7 +46,7 @@ def parse_fields(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from peftbook.bench import METHOD_DEFAULTS
+    from peftbook.bench import DEFAULT_STEPS, METHOD_DEFAULTS
     from peftbook.methods import TRAINABLE_METHODS, apply, make_config, trainable_parameters
     from peftbook.models import load_model
     from peftbook.tasks import load_task
@@ -57,9 +58,10 @@ def run(args) -> int:
     defaults = METHOD_DEFAULTS[args.method]
     method_config = make_config(args.method, **{**defaults["config"], **parse_fields(args.set)})
     method_config.validate()
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(load_task(args.task).name, 200)
+    config = TrainConfig(steps=steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=defaults["lr"] if args.lr is None else args.lr,
-                         warmup=max(1, args.steps // 10) if args.warmup is None else args.warmup,
+                         warmup=max(1, steps // 10) if args.warmup is None else args.warmup,
                          schedule=args.schedule, max_length=args.max_length, grad_checkpointing=args.grad_checkpointing,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=args.out,
                          resume=args.resume, seed=args.seed, progress=not args.json)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from peftbook.evaluate import continuation_logprobs, encode_prompt, encode_target, generate, next_token_logprobs
+
 SELECTIONS = ("random", "balanced")
 CONTENT_FREE = "N/A"
 
@@ -72,47 +74,21 @@ def build_prompt(task, shots: list, example, separator: str = "\n\n") -> str:
 
 @torch.no_grad()
 def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str], batch_size: int = 16) -> torch.Tensor:
-    """``(len(prompts), len(label_words))``: sum of log-probs of each label's tokens after its prompt."""
-    limit = getattr(model.config, "max_position_embeddings", 10**9)
-    label_ids = [tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"] for w in label_words]
-    prompt_ids = [ids[-(limit - max(map(len, label_ids))):]  # keep the end: the query and its label
-                  for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    if all(len(ids) == 1 for ids in label_ids):  # one token per label: one pass, read the last position
-        return _last_token_logprobs(model, prompt_ids, [ids[0] for ids in label_ids], tokenizer, batch_size)
-    rows = [(i, j, ids + label, len(label))  # (prompt index, label index, ids, number of label tokens)
-            for i, ids in enumerate(prompt_ids) for j, label in enumerate(label_ids)]
-    scores = torch.empty(len(prompts), len(label_words))
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        logprobs = _logprobs(model, [r[2] for r in chunk], tokenizer)  # (B, T, V)
-        for b, (i, j, ids, n) in enumerate(chunk):
-            positions = torch.arange(len(ids) - n - 1, len(ids) - 1)  # logits that predict the label tokens
-            scores[i, j] = logprobs[b, positions, torch.tensor(ids[-n:])].sum()
-    return scores
+    """``(len(prompts), len(label_words))``: sum of log-probs of each label's tokens after its prompt.
 
-
-def _logprobs(model, sequences: list[list[int]], tokenizer) -> torch.Tensor:
-    """Log-softmax of the logits of right-padded ``sequences`` (positions stay 0..n-1), on CPU."""
-    device = next(model.parameters()).device
+    The scoring itself is ``peftbook.evaluate``'s (the one every trained method is scored with); here
+    the prompts are cut from the left to fit the model's context, keeping the query and its label.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None) or 10**9
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(map(len, sequences))
-    input_ids = torch.full((len(sequences), width), pad)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, ids in enumerate(sequences):
-        input_ids[b, :len(ids)] = torch.tensor(ids)
-        mask[b, :len(ids)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
-    return torch.log_softmax(logits, dim=-1).cpu()
-
-
-def _last_token_logprobs(model, prompt_ids: list[list[int]], label_ids: list[int], tokenizer, batch_size: int):
-    scores = []
-    for start in range(0, len(prompt_ids), batch_size):
-        chunk = prompt_ids[start:start + batch_size]
-        logprobs = _logprobs(model, chunk, tokenizer)
-        last = torch.tensor([len(ids) - 1 for ids in chunk])
-        scores.append(logprobs[torch.arange(len(chunk)), last][:, label_ids])
-    return torch.cat(scores)
+    label_ids = [encode_target(tokenizer, " " + w.strip()) for w in label_words]
+    room = limit - max(map(len, label_ids))
+    prompt_ids = [encode_prompt(tokenizer, p)[-room:] for p in prompts]
+    if all(len(ids) == 1 for ids in label_ids):  # one token per label: one pass, read the last position
+        return next_token_logprobs(model, pad, prompt_ids, [ids[0] for ids in label_ids], batch_size)
+    pairs = [(ids, label) for ids in prompt_ids for label in label_ids]
+    scores = continuation_logprobs(model, pad, [p for p, _ in pairs], [c for _, c in pairs], batch_size)
+    return torch.tensor(scores).view(len(prompts), len(label_words))
 
 
 def evaluate_classification(model, tokenizer, task, examples: list, train: list, config: FewShotConfig) -> dict:
@@ -130,33 +106,37 @@ def evaluate_classification(model, tokenizer, task, examples: list, train: list,
     return {**task.score(predictions, examples), "predictions": predictions}
 
 
-@torch.no_grad()
 def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16,
                     stop: str = "\n") -> list[str]:
-    """Greedy continuations (left padding, KV cache), cut at ``</s>`` or ``stop``."""
-    device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    outputs = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)
-            generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-            for row in generated[:, batch["input_ids"].shape[1]:]:
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                outputs.append(text.split(stop)[0].strip() if stop else text.strip())
-    finally:
-        tokenizer.padding_side = side
-    return outputs
+    """Greedy continuations (``peftbook.evaluate.generate``: left padding, KV cache), cut at ``stop``."""
+    outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return [text.split(stop)[0].strip() if stop else text for text in outputs]
+
+
+def fitting_prompt(task, shots: list, example, tokenizer, budget: int, separator: str = "\n\n") -> tuple[str, int]:
+    """The prompt with as many of ``shots`` as fit in ``budget`` tokens (dropping the first ones); (prompt, k)."""
+    for k in range(len(shots), 0, -1):
+        prompt = build_prompt(task, shots[len(shots) - k:], example, separator)
+        if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget:
+            return prompt, k
+    return build_prompt(task, [], example, separator), 0
 
 
 def evaluate_generation(model, tokenizer, task, examples: list, train: list, config: FewShotConfig) -> dict:
+    """Slot accuracy, BLEU, ROUGE-L of one draw of shots, plus ``shots_used``: the mean k that fit.
+
+    A prompt and its answer must fit in the model's context (``max_position_embeddings``): past it,
+    positions the model never saw make generation degrade. When k demonstrations are too long, the
+    first ones are dropped for that query (the tiny base's 512 tokens hold ~5 data2text examples).
+    """
     shots = select_shots(train, config)
-    prompts = [build_prompt(task, shots, e, config.separator) for e in examples]
+    budget = getattr(model.config, "max_position_embeddings", None)
+    budget = 10**9 if budget is None else budget - config.max_new_tokens
+    fitted = [fitting_prompt(task, shots, e, tokenizer, budget, config.separator) for e in examples]
+    prompts = [prompt for prompt, _ in fitted]
     predictions = generate_greedy(model, tokenizer, prompts, config.max_new_tokens, config.batch_size)
-    return {**task.score(predictions, examples), "predictions": predictions}
+    shots_used = sum(k for _, k in fitted) / max(1, len(fitted))
+    return {**task.score(predictions, examples), "predictions": predictions, "shots_used": shots_used}
 
 
 def few_shot_curve(model, tokenizer, task, shots: list[int], draws: int = 5, seed: int = 0,
@@ -179,13 +159,18 @@ def few_shot_curve(model, tokenizer, task, shots: list[int], draws: int = 5, see
     bar = tqdm(total=sum(draws if k else 1 for k in shots), desc=f"few-shot {task.name}", disable=not progress)
     results = []
     for k in shots:
-        values = []
+        values, used = [], []
         for d in range(draws if k else 1):
             config_k = FewShotConfig(shots=k, seed=seed + d, **config)
-            values.append(evaluate(model, tokenizer, task, examples, train, config_k)[task.metric])
+            scores = evaluate(model, tokenizer, task, examples, train, config_k)
+            values.append(scores[task.metric])
+            used.append(scores.get("shots_used", k))
             bar.update()
         mean = sum(values) / len(values)
         std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-        results.append({"shots": k, "mean": mean, "std": std, "values": values})
+        row = {"shots": k, "mean": mean, "std": std, "values": values}
+        if task.kind != "classification":  # long demonstrations may not all fit the context
+            row["shots_used"] = sum(used) / len(used)
+        results.append(row)
     bar.close()
     return results
