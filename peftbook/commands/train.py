@@ -46,7 +46,7 @@ def parse_fields(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from peftbook.bench import DEFAULT_STEPS, METHOD_DEFAULTS
+    from peftbook.bench import DEFAULT_STEPS, method_defaults
     from peftbook.methods import TRAINABLE_METHODS, apply, make_config, trainable_parameters
     from peftbook.models import load_model
     from peftbook.tasks import load_task
@@ -55,10 +55,11 @@ def run(args) -> int:
     if args.method not in TRAINABLE_METHODS:
         hint = " (few-shot trains nothing: use `python -m peftbook fewshot`)" if args.method == "few_shot" else ""
         raise ValueError(f"unknown method {args.method!r}; known: {', '.join(TRAINABLE_METHODS)}{hint}")
-    defaults = METHOD_DEFAULTS[args.method]
+    task = load_task(args.task)
+    defaults = method_defaults(args.method, task)
     method_config = make_config(args.method, **{**defaults["config"], **parse_fields(args.set)})
     method_config.validate()
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(load_task(args.task).name, 200)
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(task.name, 200)
     config = TrainConfig(steps=steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=defaults["lr"] if args.lr is None else args.lr,
                          warmup=max(1, steps // 10) if args.warmup is None else args.warmup,
@@ -70,7 +71,6 @@ def run(args) -> int:
     if (out / "history.json").exists() and not args.resume:
         raise ValueError(f"{out} already holds a training run (history.json); use --resume to continue it "
                          "or choose another --out")
-    task = load_task(args.task)
     model, tokenizer = load_model(args.model, device=args.device)
     import torch
 
