@@ -203,3 +203,14 @@ def test_generation_bench_reports_bleu_and_rouge_per_method(world, tmp_path):
         assert not record.get("error"), record
         assert record["metric"] == "rougeL" and {"bleu", "rougeL"} <= set(record)
         assert record["value"] == pytest.approx(record["rougeL"]) and record["latency_s"] > 0
+
+
+def test_method_defaults_apply_the_task_overrides():
+    from peftbook import bench
+
+    assert bench.method_defaults("lora", "sentiment") == bench.METHOD_DEFAULTS["lora"]
+    data2text = bench.method_defaults("lora", "data2text")
+    assert data2text["config"]["targets"] == "all-linear" and data2text["config"]["rank"] == 8
+    assert bench.method_defaults("full", "data2text")["lr"] != bench.METHOD_DEFAULTS["full"]["lr"]
+    assert bench.method_defaults("prompt_tuning", "some/folder") == bench.METHOD_DEFAULTS["prompt_tuning"]
+    assert "targets" not in bench.METHOD_DEFAULTS["lora"]["config"]  # the overrides did not leak

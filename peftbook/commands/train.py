@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--method", required=True, help="prompt_tuning, prefix_tuning, llama_adapter, lora, qlora, full")
     parser.add_argument("--task", required=True, help="sentiment, data2text, or a folder of {train,validation,test}.jsonl")
     parser.add_argument("--steps", type=int, default=None,
-                        help="optimizer steps (default: the bench's, sentiment 600, data2text 300, other tasks 200)")
+                        help="optimizer steps (default: the bench's, sentiment 600, data2text 1200, other tasks 200)")
     parser.add_argument("--out", required=True, help="output folder: adapter/, history.json, checkpoints/")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the method's bench default)")
     parser.add_argument("--batch-size", type=int, default=16)
