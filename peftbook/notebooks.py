@@ -65,8 +65,10 @@ def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, 
         source = NOTEBOOK_DIR / f"{name}.ipynb"
         target = source if render else out_dir / f"{name}.ipynb"
         start = time.perf_counter()
+        # iopub_timeout: papermill fails a cell whose output is not drained 4 s after it finished; on a
+        # busy machine (the kit's CI has 2 shared cores) a training cell's progress output took longer
         papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(NOTEBOOK_DIR),
-                                   progress_bar=progress, kernel_name="python3")
+                                   progress_bar=progress, kernel_name="python3", iopub_timeout=120)
         metrics_file = out_dir / f"{name}.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         summary[name] = {"seconds": round(time.perf_counter() - start, 1), "metrics": metrics,
