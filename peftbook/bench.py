@@ -76,6 +76,8 @@ def method_defaults(method: str, task=None) -> dict:
     base = METHOD_DEFAULTS[method]
     override = TASK_DEFAULTS.get(getattr(task, "name", task), {}).get(method, {})
     return {"config": {**base["config"], **override.get("config", {})}, "lr": override.get("lr", base["lr"])}
+
+
 BATCH_SIZE = 16
 
 RECORD_FIELDS = ("method", "model", "task", "seed", "device", "trainable_params", "total_params",

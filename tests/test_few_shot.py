@@ -96,7 +96,7 @@ def test_generation_prompts_keep_only_the_shots_that_fit_the_context():
     tokenizer = AutoTokenizer.from_pretrained(str(TINY_DIR))
     task = load_task("data2text")
     shots, query = task.examples("train")[:8], task.examples("test")[0]
-    length = {k: len(tokenizer(build_prompt(task, shots[8 - k:], query), add_special_tokens=False)["input_ids"])
+    length = {k: len(tokenizer(build_prompt(task, shots[8 - k:], query))["input_ids"])
               for k in range(9)}
     assert fitting_prompt(task, shots, query, tokenizer, 10**6) == (build_prompt(task, shots, query), 8)
     prompt, k = fitting_prompt(task, shots, query, tokenizer, length[3])  # room for the last 3 exactly

@@ -117,7 +117,7 @@ def fitting_prompt(task, shots: list, example, tokenizer, budget: int, separator
     """The prompt with as many of ``shots`` as fit in ``budget`` tokens (dropping the first ones); (prompt, k)."""
     for k in range(len(shots), 0, -1):
         prompt = build_prompt(task, shots[len(shots) - k:], example, separator)
-        if len(tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]) <= budget:  # no too-long warning
+        if len(tokenizer(prompt, verbose=False)["input_ids"]) <= budget:  # as encode_prompt counts; no too-long warning
             return prompt, k
     return build_prompt(task, [], example, separator), 0
 
