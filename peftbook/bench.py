@@ -78,6 +78,11 @@ def method_defaults(method: str, task=None) -> dict:
     return {"config": {**base["config"], **override.get("config", {})}, "lr": override.get("lr", base["lr"])}
 
 
+def default_steps(task) -> int:
+    """Training steps of ``task`` (a name or a Task) when none are given: DEFAULT_STEPS, else 200."""
+    return DEFAULT_STEPS.get(getattr(task, "name", task), 200)
+
+
 BATCH_SIZE = 16
 
 RECORD_FIELDS = ("method", "model", "task", "seed", "device", "trainable_params", "total_params",
@@ -284,7 +289,7 @@ def tune_learning_rates(model: str, task: str, methods="all", steps: int | None 
     from peftbook.tasks import load_task
 
     task_obj = load_task(task)
-    steps = DEFAULT_STEPS.get(task_obj.name, 200) if steps is None else steps
+    steps = default_steps(task_obj) if steps is None else steps
     table: dict[str, dict[float, float]] = {}
     for method in [m for m in parse_methods(methods) if m != "few_shot"]:
         table[method] = {}
@@ -329,7 +334,7 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
                 file=sys.stderr)
         methods = [m for m in methods if m in HF_PEFT_METHODS]
     task_obj = load_task(task)
-    steps = DEFAULT_STEPS.get(task_obj.name, 200) if steps is None else steps
+    steps = default_steps(task_obj) if steps is None else steps
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     seeds = list(seeds)

@@ -28,7 +28,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else DATA_DIR
     if args.tiny_command == "report":
         from peftbook.tiny.report import render_card, write_report
-        render_card(out) if args.render_only else write_report(out)
+        if args.render_only:
+            render_card(out)
+        else:
+            write_report(out)
         return 0
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed} is not allowed; use an integer >= 0")

@@ -46,7 +46,7 @@ def parse_fields(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from peftbook.bench import DEFAULT_STEPS, method_defaults
+    from peftbook.bench import default_steps, method_defaults
     from peftbook.methods import TRAINABLE_METHODS, apply, make_config, trainable_parameters
     from peftbook.models import load_model
     from peftbook.tasks import load_task
@@ -59,7 +59,7 @@ def run(args) -> int:
     defaults = method_defaults(args.method, task)
     method_config = make_config(args.method, **{**defaults["config"], **parse_fields(args.set)})
     method_config.validate()
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(task.name, 200)
+    steps = args.steps if args.steps is not None else default_steps(task)
     config = TrainConfig(steps=steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=defaults["lr"] if args.lr is None else args.lr,
                          warmup=max(1, steps // 10) if args.warmup is None else args.warmup,

@@ -72,6 +72,11 @@ def build_prompt(task, shots: list, example, separator: str = "\n\n") -> str:
     return "".join(task.prompt(s) + task.target(s) + separator for s in shots) + task.prompt(example)
 
 
+def context_length(model) -> int:
+    """Positions the model was built for (``max_position_embeddings``; unbounded when it has none)."""
+    return getattr(model.config, "max_position_embeddings", None) or 10**9
+
+
 @torch.no_grad()
 def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str], batch_size: int = 16) -> torch.Tensor:
     """``(len(prompts), len(label_words))``: sum of log-probs of each label's tokens after its prompt.
@@ -79,7 +84,7 @@ def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str],
     The scoring itself is ``peftbook.evaluate``'s (the one every trained method is scored with); here
     the prompts are cut from the left to fit the model's context, keeping the query and its label.
     """
-    limit = getattr(model.config, "max_position_embeddings", None) or 10**9
+    limit = context_length(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     label_ids = [encode_target(tokenizer, " " + w.strip()) for w in label_words]
     room = limit - max(map(len, label_ids))
@@ -130,8 +135,7 @@ def evaluate_generation(model, tokenizer, task, examples: list, train: list, con
     first ones are dropped for that query (the tiny base's 512 tokens hold ~5 data2text examples).
     """
     shots = select_shots(train, config)
-    budget = getattr(model.config, "max_position_embeddings", None)
-    budget = 10**9 if budget is None else budget - config.max_new_tokens
+    budget = context_length(model) - config.max_new_tokens
     fitted = [fitting_prompt(task, shots, e, tokenizer, budget, config.separator) for e in examples]
     prompts = [prompt for prompt, _ in fitted]
     predictions = generate_greedy(model, tokenizer, prompts, config.max_new_tokens, config.batch_size)
