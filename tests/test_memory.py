@@ -208,6 +208,19 @@ def test_8b_full_finetuning_per_billion_parameters():
     assert abs((by["weights"] + by["gradients"] + by["optimizer"]) / params - 16) < 0.01
 
 
+def test_qlora_saving_grows_with_model_size():
+    """benchmarks/qlora_crossover.py: activations dominate the tiny base's step, weights dominate 8B's."""
+    ratios, shares = [], []
+    for model in ("tiny", "llama-1b", "llama-8b"):
+        lora, qlora = (simulate_by_depth(model, make_config(m, targets="all-linear"), 16, 96, "bf16")
+                       for m in ("lora", "qlora"))
+        ratios.append(qlora.peak_bytes / lora.peak_bytes)
+        shares.append(lora.by_category["weights"] / lora.by_category["activations"])
+    assert ratios[0] > 0.9 and ratios[0] > ratios[1] > ratios[2], ratios
+    assert ratios[2] < 0.7, ratios
+    assert shares[0] < 0.2 and shares[2] > 1, shares
+
+
 @pytest.mark.slow
 def test_70b_simulation_is_fast_and_allocates_nothing():
     code = textwrap.dedent("""
