@@ -20,8 +20,25 @@ _NOT_MET = [
     "1,400 steps): the format generalises, zero-shot ~90%, flat curve;",
     "3. as 2 with half the polarity episodes flipped, so that only the shots could tell the direction: at "
     "chance at every k through 2,600 steps.", "",
-    "Next steps worth trying: a longer run of recipe 3 (the flip-following skill may need a phase change "
-    "that 2,600 steps did not reach), or label words without a prior in the task format.", "",
+    "What this base lacks underneath: **induction**. A sequence of 30 random corpus words repeated once "
+    "costs it 10.23 nats per token the first time and 10.30 the second (a model with induction heads "
+    "copies the repeat almost free), and the label of a review repeated verbatim 3+ examples earlier is "
+    "right 53% of the time. Four more recipes continued this base's pretraining (1,200-1,500 steps, "
+    "2.5-3M tokens each, 2 CPU cores; probes on 64 validation reviews, label pairs positive/negative, "
+    "good/bad, and blue/red, high/low that carry no polarity):", "",
+    "4. half the documents polarity episodes with label pairs drawn from 25 word pairs in either direction, "
+    "30% exact repeats: the prior fades (0-shot positive/negative 91% -> 66%) and the shots still add "
+    "nothing (8-shot 52%); a repeat's label 57%;",
+    "5. as 4 plus 30% documents of repeated random word sequences: still no induction (4.69 -> 4.62 nats);",
+    "6. 60% repeated random word sequences, learning rate 2e-3: induction forms between steps 1,000 and "
+    "1,500 (4.80 -> 0.48 nats), sentiment few-shot stays at chance;",
+    "7. 6 continued with 70% polarity episodes (40% exact repeats): induction stays (0.42 nats), a repeat's "
+    "label 67%, a new review's label at chance, every label pair at chance at 0, 4 and 8 shots.", "",
+    "So copying tokens can be taught in ~1,500 steps, but matching an input to an earlier one across the "
+    "identical `Sentiment:` separators (exact repeats: 67%), let alone by polarity, did not appear. Next "
+    "steps: put repeated sequences in the corpus from step 0 (this base never formed induction on world "
+    "text alone), then a curriculum of input -> label episodes that starts with exact repeats and short "
+    "inputs; zero-shot stays low only with label words that carry no prior in the task format.", "",
 ]
 
 

@@ -26,6 +26,9 @@ What the trials taught (each a full run of the recipe, probe = 64 validation rev
    generalised to the new keys so well that zero-shot was already ~90% and the shots added nothing.
 3. Keys from pools, half the polarity episodes flipped (so that only the shots could tell the
    direction): after 2,600 steps the base was at chance at every k, even on its own event episodes.
+4-7. Continuing this base's pretraining on arbitrary-label polarity episodes and repeated random word
+   sequences (see the model card): token induction forms after ~1,500 steps of the latter (the
+   shipped base has none), but label mapping from the shots did not appear.
 """
 from __future__ import annotations
 
