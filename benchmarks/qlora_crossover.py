@@ -14,36 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig
+from vs_peft import BENCH_LLAMA  # the llama-bench shape; importing vs_peft also puts the repo on sys.path
 
 from peftbook.memory import simulate_memory
+from peftbook.memory.simulate import resolve_config
 from peftbook.methods import make_config
-from peftbook.zoo import llama_config
+from peftbook.methods.full import num_parameters
 
 MB = 2 ** 20
 
 
 def sizes() -> list[tuple[str, object]]:
     """(label, config or simulate_memory name) from small to large."""
-    def llama(hidden, layers, inter, heads, kv, vocab):
-        return LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, intermediate_size=inter,
-                           num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
-                           max_position_embeddings=4096)
-
-    return [("tiny", "tiny"),
-            ("h512 L8 (llama-bench)", llama(512, 8, 1376, 8, 8, 8192)),
-            ("h1024 L16", llama(1024, 16, 2816, 16, 8, 32000)),
-            ("Llama 3.2 1B", llama_config("1B")),
-            ("Llama 3.1 8B", llama_config("8B"))]
-
-
-def num_params(config) -> int:
-    if isinstance(config, str):
-        from peftbook.models import load_model
-        return sum(p.numel() for p in load_model(config)[0].parameters())
-    with torch.device("meta"):
-        return sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+    h1024 = LlamaConfig(hidden_size=1024, num_hidden_layers=16, intermediate_size=2816, num_attention_heads=16,
+                        num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096)
+    return [("tiny", "tiny"), ("h512 L8 (llama-bench)", LlamaConfig(**BENCH_LLAMA)), ("h1024 L16", h1024),
+            ("Llama 3.2 1B", "llama-1b"), ("Llama 3.1 8B", "llama-8b")]
 
 
 def main() -> None:
@@ -61,7 +48,7 @@ def main() -> None:
         reports = {m: simulate_memory(config, make_config(m, targets="all-linear"), args.batch, args.seq, args.dtype)
                    for m in ("lora", "qlora")}
         lora, qlora = reports["lora"], reports["qlora"]
-        row = {"model": label, "params": num_params(config), "lora_peak_mb": lora.peak_bytes / MB,
+        row = {"model": label, "params": num_parameters(resolve_config(config)), "lora_peak_mb": lora.peak_bytes / MB,
                "lora_weights_mb": lora.by_category["weights"] / MB,
                "lora_activations_mb": lora.by_category["activations"] / MB,
                "qlora_peak_mb": qlora.peak_bytes / MB, "qlora_weights_mb": qlora.by_category["weights"] / MB,

@@ -66,9 +66,10 @@ METHOD_DEFAULTS: dict[str, dict] = {
 # skill: copying the digit of ``customer rating[ 3 out of 5 ]`` (an imperfect run writes "5 out of 5").
 # Whether a run has it by the last step is a matter of the seed: test slot accuracy over seeds 0-4
 # was LoRA 1.000 / 0.847 / 0.941 / 0.848 / 1.000 and QLoRA 0.853 / 1.000 / 1.000 / 0.844 / 0.953
-# (means 0.927 and 0.930, sd 0.077 each), and changing only the thread count moved a run by as much. It is not the 4 bits: NF4 leaves the base's corpus
-# loss at 1.328. A larger step does not help (5e-3, seed 1: LoRA 0.92, QLoRA 0.86 on 60 validation
-# examples; QLoRA 6e-3, seed 0: 0.82), nor does rank 16 reliably (LoRA 0.93, QLoRA 1.00).
+# (means 0.927 and 0.930, sd 0.077 each), and changing only the thread count moved a run by as much.
+# It is not the 4 bits: NF4 leaves the base's corpus loss at 1.328. A larger step does not help
+# (5e-3, seed 1: LoRA 0.92, QLoRA 0.86 on 60 validation examples; QLoRA 6e-3, seed 0: 0.82), nor
+# does rank 16 reliably (LoRA 0.93, QLoRA 1.00).
 TASK_DEFAULTS: dict[str, dict[str, dict]] = {
     "data2text": {"lora": {"config": {"targets": "all-linear", "dropout": 0.0}},
                   "qlora": {"config": {"targets": "all-linear", "dropout": 0.0}},
