@@ -47,6 +47,72 @@ def test_corpus_never_shows_the_task_formats():
     assert text.count(" positive") > 100 and text.count(" negative") > 100
 
 
+def test_curriculum_stages_are_deterministic_and_never_show_the_task_formats():
+    for stage in world.STAGE_MIXES:
+        a = world.stage_documents(stage, seed=3, num_documents=400)
+        assert a == world.stage_documents(stage, seed=3, num_documents=400)
+        assert a != world.stage_documents(stage, seed=4, num_documents=400)
+        text = "\n".join(a)
+        assert "Review:" not in text and "Sentiment" not in text and "name[" not in text
+    with pytest.raises(ValueError, match="unknown stage 'nope'; known: induction"):
+        world.stage_documents("nope", 0, 1)
+
+
+def test_polarity_episodes_label_by_polarity_in_either_direction():
+    import random
+
+    rng = random.Random(0)
+    directions = set()
+    for _ in range(200):
+        lines = world.polarity_episode(rng, "word", repeat=0.0).split("\n")
+        one_line = [line for line in lines if " -> " in line]
+        labels = {}
+        for line in one_line:
+            x, y = line.split(" -> ")
+            labels.setdefault(x in world.GOOD_ADJ, set()).add(y)
+        if len(labels) == 2:  # both polarities: one label word each, and they differ
+            assert all(len(ys) == 1 for ys in labels.values()) and labels[True] != labels[False]
+            directions.add((min(labels[True]) == "positive", min(labels[False]) == "positive"))
+    assert ("blue", "red") not in world.LABEL_PAIRS and ("low", "high") not in world.LABEL_PAIRS
+    assert ("positive", "negative") in world.LABEL_PAIRS
+    assert all(" " not in x for pair in world.LABEL_PAIRS for x in pair)
+
+
+def test_repeat_passages_repeat_spans_of_themselves():
+    import random
+
+    rng = random.Random(1)
+    words = world.repeat_passage(rng).split()
+    assert set(words) <= set(world.REPEAT_WORDS)
+    fours = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    assert len(set(fours)) < len(fours)  # some span of four words comes back
+
+
+def test_build_runs_the_curriculum_and_a_continued_build_equals_one_run(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from peftbook.tiny.build import build
+    from peftbook.tiny.pretrain import PretrainConfig, Stage
+
+    config = PretrainConfig(steps=2, eval_every=2, seq_len=64, batch_size=2, hidden_size=32, intermediate_size=64,
+                            num_layers=2, num_heads=2, num_kv_heads=1)
+    stages = (Stage("induction", 2, 1e-3, documents=40), Stage("formats", 2, 1e-3, documents=40))
+    build(tmp_path / "full", num_documents=200, config=config, report=False, curriculum=stages)
+    facts = json.loads((tmp_path / "full/tiny_build/build_facts.json").read_text())
+    assert [(row["stage"], row["step"]) for row in facts["curve"]] == [("world", 2), ("induction", 4), ("formats", 6)]
+    assert facts["curve"][-1]["tokens"] == 6 * 2 * 64 and set(facts["curve"][-1]["repeat_loss"]) == {"first", "repeat"}
+    # the same recipe in two runs: world stage only, then the curriculum continued from its saved model
+    build(tmp_path / "world", num_documents=200, config=config, report=False, curriculum=())
+    build(tmp_path / "cont", config=config, report=False, curriculum=stages[:1], init=tmp_path / "world/tiny")
+    build(tmp_path / "cont", config=config, report=False, curriculum=stages, init=tmp_path / "cont/tiny")
+    cont = json.loads((tmp_path / "cont/tiny_build/build_facts.json").read_text())
+    assert [(row["stage"], row["step"]) for row in cont["curve"]] == [("world", 2), ("induction", 4), ("formats", 6)]
+    assert cont["continued_from"] == str(tmp_path / "cont/tiny") and cont["pretrain"]["num_layers"] == 2
+    full, parts = load_file(tmp_path / "full/tiny/model.safetensors"), load_file(tmp_path / "cont/tiny/model.safetensors")
+    assert full.keys() == parts.keys() and all(torch.equal(full[k], parts[k]) for k in full)
+
+
 def test_tokenizer_round_trips_text_with_spaces():
     from transformers import AutoTokenizer
 
@@ -89,6 +155,36 @@ def test_model_card_and_metrics_are_there():
     assert "peftbook-tiny" in card and "tiny build" in card
 
 
+def test_recorded_gates_follow_from_the_recorded_curves():
+    metrics = json.loads((TINY_DIR / "metrics.json").read_text())
+    curve, gates = metrics["few_shot"]["sentiment"], metrics["gates"]
+    assert [row["shots"] for row in curve] == [0, 1, 2, 4, 8] and all(len(row["values"]) == 5 for row in curve[1:])
+    gain = 100 * (curve[-1]["mean"] - curve[0]["mean"])
+    assert gates["icl_8shot_minus_0shot_points"] == round(gain, 1)
+    assert gates["icl_gain_at_least_15_points"] == (gain >= 15)
+
+
+def test_the_base_learns_the_label_mapping_from_the_shots():
+    """On the shipped base the shots carry the task (validation, 48 reviews): 8 shots beat zero-shot by
+    15 points with the task's label words, and reach 85% with a pair that labels nothing in pretraining
+    (whose zero-shot guess happens to lean the right way: 81%)."""
+    import torch
+
+    from peftbook import load_model, tasks
+    from peftbook.methods.few_shot import few_shot_curve
+    from peftbook.tiny.report import relabelled
+
+    torch.set_num_threads(2)
+    model, tokenizer = load_model("tiny", device="cpu")
+    task = tasks.load_task("sentiment")
+    zero, eight = few_shot_curve(model, tokenizer, task, [0, 8], draws=2, num_examples=48, split="validation",
+                                 progress=False)
+    assert eight["mean"] >= zero["mean"] + 0.15, (zero["mean"], eight["mean"])
+    zero, eight = few_shot_curve(model, tokenizer, relabelled(task, "blue", "red"), [0, 8], draws=2, num_examples=48,
+                                 split="validation", progress=False)
+    assert eight["mean"] >= 0.85 and eight["mean"] > zero["mean"], (zero["mean"], eight["mean"])
+
+
 def test_data_stays_small():
     total = sum(p.stat().st_size for p in DATA_DIR.rglob("*") if p.is_file() and "tiny_build" not in p.parts)
     assert total < 30 * 2**20
@@ -99,3 +195,5 @@ def test_tiny_build_bad_input(capsys):
 
     assert main(["tiny", "build", "--seed", "-1"]) == 2
     assert "--seed -1" in capsys.readouterr().err
+    assert main(["tiny", "build", "--init", "/no/such/dir"]) == 2
+    assert "--init /no/such/dir: no model there" in capsys.readouterr().err

@@ -10,6 +10,10 @@ def add_parser(subparsers) -> None:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the recipe's)")
     build.add_argument("--documents", type=int, default=None, help="corpus passages (default: the recipe's)")
+    build.add_argument("--init", default=None, metavar="DIR",
+                       help="continue the build of the model in DIR (made by this recipe): skip the stages it has done")
+    build.add_argument("--no-curriculum", action="store_true",
+                       help="stop after the world stage (the base before the induction/polarity curriculum)")
     build.add_argument("--tasks-only", action="store_true", help="only write the task JSONL files")
     build.add_argument("--no-report", action="store_true", help="skip the quality gates and model card")
     report = actions.add_parser("report", help="measure the quality gates and write README.md + metrics.json")
@@ -47,6 +51,9 @@ def run(args) -> int:
     documents = args.documents or recipe.NUM_DOCUMENTS
     if documents < 10:
         raise ValueError(f"--documents {documents} is too few; use at least 10")
-    model_dir = recipe.build(out, seed=args.seed, num_documents=documents, config=config, report=not args.no_report)
+    if args.init is not None and not (Path(args.init) / "config.json").exists():
+        raise FileNotFoundError(f"--init {args.init}: no model there (config.json missing)")
+    model_dir = recipe.build(out, seed=args.seed, num_documents=documents, config=config, report=not args.no_report,
+                             curriculum=() if args.no_curriculum else None, init=args.init)
     print(f"tiny base written to {model_dir}")
     return 0

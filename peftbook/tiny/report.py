@@ -27,6 +27,18 @@ DRAWS = 5
 FINETUNE_LR = {"sentiment": 1e-3, "data2text": 2e-3}
 
 
+def relabelled(task, positive: str, negative: str):
+    """``task`` (sentiment) with its label words replaced: positive -> ``positive``, negative -> ``negative``."""
+    from dataclasses import replace
+
+    from peftbook.tasks import Example
+
+    words = dict(zip(task.labels, (positive, negative)))
+    splits = {split: [Example(e.input, words[e.output], words[e.output]) for e in examples]
+              for split, examples in task.splits.items()}
+    return replace(task, labels=[positive, negative], splits=splits)
+
+
 def measure_load_and_forward(model_dir: Path, repeats: int = 3) -> dict:
     """Best of ``repeats`` timings of tokenizer + model loading and one forward pass (imports warmed up)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,6 +72,7 @@ def measure(out: Path, facts: dict) -> dict:
     from peftbook.methods.few_shot import few_shot_curve
     from peftbook.tasks import builtin_task, read_jsonl
     from peftbook.tiny.finetune import FinetuneConfig, evaluate_task, finetune
+    from peftbook.tiny.world import PROBE_ONLY_PAIRS
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = out / "tiny"
@@ -81,6 +94,9 @@ def measure(out: Path, facts: dict) -> dict:
         "sentiment": few_shot_curve(model, tokenizer, sentiment, list(SHOTS), draws=DRAWS, num_examples=FEWSHOT_EXAMPLES),
         "sentiment_calibrated": few_shot_curve(model, tokenizer, sentiment, [0, 8], draws=DRAWS,
                                                num_examples=FEWSHOT_EXAMPLES, calibrate=True),
+        # the same reviews labelled blue/red, a pair that never labels anything in pretraining
+        "sentiment_blue_red": few_shot_curve(model, tokenizer, relabelled(sentiment, *PROBE_ONLY_PAIRS[0]),
+                                             list(SHOTS), draws=DRAWS, num_examples=FEWSHOT_EXAMPLES),
     }
     metrics["zero_shot"] = {"data2text": evaluate_task(model, tokenizer, tasks["data2text"], num_examples=FEWSHOT_EXAMPLES)}
     metrics["finetune"] = {}

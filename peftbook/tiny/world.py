@@ -26,9 +26,16 @@ What the trials taught (each a full run of the recipe, probe = 64 validation rev
    generalised to the new keys so well that zero-shot was already ~90% and the shots added nothing.
 3. Keys from pools, half the polarity episodes flipped (so that only the shots could tell the
    direction): after 2,600 steps the base was at chance at every k, even on its own event episodes.
-4-7. Continuing this base's pretraining on arbitrary-label polarity episodes and repeated random word
+4-7. Continuing the base of 2 on arbitrary-label polarity episodes and repeated random word
    sequences (see the model card): token induction forms after ~1,500 steps of the latter (the
-   shipped base has none), but label mapping from the shots did not appear.
+   base of 2 has none), but label mapping from the shots did not appear.
+8. Episodes whose inputs are single adjectives, so the polarity to match sits in one word: the label
+   of a new input is copied from a same-polarity example, in one-line formats first.
+9. Two-line ``Key:`` formats: the skill carries over to the task's ``Review:/Sentiment:`` template.
+
+So the recipe is two parts: the world corpus above (the *world stage*, ``corpus_documents``), then a
+curriculum (``stage_documents``: induction from repeated word sequences, then polarity episodes with
+arbitrary label pairs, then the same in two-line formats).
 """
 from __future__ import annotations
 
@@ -351,6 +358,91 @@ def corpus_documents(seed: int, num_documents: int):
     makers, weights = zip(*PASSAGES)
     for _ in range(num_documents):
         yield rng.choices(makers, weights)[0](rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# The curriculum after the world corpus: induction, then label mapping by polarity
+#
+# Pairs of ordinary words that label polarity episodes in either direction, so a label word says
+# nothing by itself: only the earlier examples of the same episode tell which word goes with which
+# polarity. The task's own pair (positive/negative) is among them; blue/red and high/low never label
+# an episode, so the probe can check that the skill is not tied to words seen as labels.
+PROBE_ONLY_PAIRS = [("blue", "red"), ("high", "low")]
+LABEL_PAIRS = [pair for pair in OPPOSITES + POLAR_PAIRS + [
+    ("apple", "pear"), ("dog", "cat"), ("green", "yellow"), ("Paris", "Rome"), ("hammer", "saw"), ("even", "odd"),
+    ("fruit", "animal"), ("tea", "coffee")] if pair not in PROBE_ONLY_PAIRS and pair[::-1] not in PROBE_ONLY_PAIRS]
+# Episode formats that put the label on a second line or after a key, like the task's template.
+KEYED_FORMATS = [f for f in FORMATS if "\n" in f[0] or "{X}" in f[0]]
+REPEAT_WORDS = sorted({w for pair in OPPOSITES for w in pair} | set(GOOD_ADJ) | set(BAD_ADJ) | set(PEOPLE)
+                      | {w for words in CATEGORIES.values() for w in words})
+
+
+def repeat_passage(rng: random.Random) -> str:
+    """Random words with spans of themselves repeated later: predicting a repeat needs *induction*
+    (find the earlier occurrence, copy what followed), the skill the world corpus alone never taught."""
+    words = [rng.choice(REPEAT_WORDS) for _ in range(rng.randint(20, 60))]
+    for _ in range(rng.randint(2, 4)):
+        start = rng.randrange(len(words))
+        filler = [rng.choice(REPEAT_WORDS) for _ in range(rng.randint(0, 8))]
+        words += filler + words[start:start + rng.randint(4, 16)]
+    return " ".join(words)
+
+
+def polarity_item(rng: random.Random, kind: str, good: bool) -> str:
+    """An input whose polarity is ``good``: one adjective, one aspect clause, or a whole review."""
+    if kind == "word":
+        return rng.choice(GOOD_ADJ if good else BAD_ADJ)
+    if kind == "clause":
+        return _clause(rng, good)
+    return review_text(rng, good)
+
+
+def polarity_episode(rng: random.Random, kind: str, keyed: float = 0.0, repeat: float = 0.2) -> str:
+    """8-20 inputs of one ``kind`` labelled with a word pair from ``LABEL_PAIRS`` in a random direction;
+    ``repeat`` of the inputs are exact repeats of earlier ones; ``keyed`` of the episodes use a
+    ``KEYED_FORMATS`` format. Only polarity-matched copying from the earlier examples predicts a label."""
+    template, sep = rng.choice(KEYED_FORMATS) if rng.random() < keyed else rng.choice(FORMATS)
+    key_x, key_y = episode_keys(rng, "story")
+    pos_word, neg_word = rng.choice(LABEL_PAIRS)
+    if rng.random() < 0.5:
+        pos_word, neg_word = neg_word, pos_word
+    pairs: list[tuple[str, str]] = []
+    for _ in range(rng.randint(8, 20)):
+        if pairs and rng.random() < repeat:
+            pairs.append(rng.choice(pairs))
+            continue
+        good = rng.random() < 0.5
+        pairs.append((polarity_item(rng, kind, good), pos_word if good else neg_word))
+    return sep.join(template.format(x=x, y=y, X=key_x, Y=key_y) for x, y in pairs)
+
+
+# Each stage after the world corpus: passage shares ("world" = ``corpus_documents``).
+STAGE_MIXES = {
+    "induction": {"repeat": 0.6, "world": 0.4},
+    "polarity": {"word": 0.3, "clause": 0.15, "review": 0.2, "repeat": 0.2, "world": 0.15},
+    "formats": {"word": 0.3, "clause": 0.15, "review": 0.2, "repeat": 0.2, "world": 0.15},
+    "reviews": {"word": 0.1, "clause": 0.2, "review": 0.4, "repeat": 0.15, "world": 0.15},
+}
+STAGE_KEYED = {"induction": 0.0, "polarity": 0.0, "formats": 0.7, "reviews": 0.7}  # share of keyed episode formats
+
+
+def stage_documents(stage: str, seed: int, num_documents: int) -> list[str]:
+    """The ``num_documents`` passages of a curriculum stage (deterministic in ``stage`` and ``seed``)."""
+    if stage not in STAGE_MIXES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGE_MIXES)}")
+    rng = random.Random(f"{stage}-{seed}")
+    world = corpus_documents(seed + 7919 * (1 + list(STAGE_MIXES).index(stage)), num_documents)
+    kinds, weights = zip(*STAGE_MIXES[stage].items())
+    out = []
+    for _ in range(num_documents):
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "world":
+            out.append(next(world))
+        elif kind == "repeat":
+            out.append(repeat_passage(rng))
+        else:
+            out.append(polarity_episode(rng, kind, keyed=STAGE_KEYED[stage]))
+    return out
 
 
 def task_examples(task: str, seed: int, sizes: dict[str, int]) -> dict[str, list[dict]]:
