@@ -27,10 +27,10 @@ _HISTORY = [
     "chance;",
     "8. 7 continued with episodes whose inputs are **single adjectives** (polarity in the word itself), then "
     "clauses and reviews: the label of a *new* input is copied from a same-polarity example (one-line "
-    "`x -> y` formats, 12-example episodes: adjectives 95%, reviews 76%; label pairs never seen as labels "
-    "83% / 69%), but not yet in two-line `Key: x` / `Key: y` formats like the task's (51%);",
+    "`x -> y` formats, 12-example episodes: adjectives 95%, reviews 76%; label pairs held out of these "
+    "episodes 83% / 69%), but not yet in two-line `Key: x` / `Key: y` formats like the task's (51%);",
     "9. 8 continued with 70% two-line formats: under the task's own `Review:/Sentiment:` template, with "
-    "never-seen label pairs, reviews 87%; on `sentiment` validation (200 reviews, 5 draws) positive/negative "
+    "the held-out label pairs, reviews 87%; on `sentiment` validation (200 reviews, 5 draws) positive/negative "
     "0 / 4 / 8 shots 66% / 84% / 81%, blue/red 52% / 92% / 79%.", "",
     "This base runs 6, 8 and 9 from the world stage (7 skipped), with positive/negative also among the "
     "episodes' label pairs (held out in 8 and 9), plus a fourth stage with "

@@ -366,7 +366,8 @@ def corpus_documents(seed: int, num_documents: int):
 # Pairs of ordinary words that label polarity episodes in either direction, so a label word says
 # nothing by itself: only the earlier examples of the same episode tell which word goes with which
 # polarity. The task's own pair (positive/negative) is among them; blue/red and high/low never label
-# an episode, so the probe can check that the skill is not tied to words seen as labels.
+# a curriculum episode (blue/red labels nothing anywhere in pretraining), so the probe can check that
+# the skill is not tied to words seen as labels.
 PROBE_ONLY_PAIRS = [("blue", "red"), ("high", "low")]
 LABEL_PAIRS = [pair for pair in OPPOSITES + POLAR_PAIRS + [
     ("apple", "pear"), ("dog", "cat"), ("green", "yellow"), ("Paris", "Rome"), ("hammer", "saw"), ("even", "odd"),
