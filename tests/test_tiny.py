@@ -62,7 +62,7 @@ def test_polarity_episodes_label_by_polarity_in_either_direction():
     import random
 
     rng = random.Random(0)
-    directions = set()
+    orientations = set()  # (label of good inputs, label of bad inputs) per episode
     for _ in range(200):
         lines = world.polarity_episode(rng, "word", repeat=0.0).split("\n")
         one_line = [line for line in lines if " -> " in line]
@@ -72,7 +72,8 @@ def test_polarity_episodes_label_by_polarity_in_either_direction():
             labels.setdefault(x in world.GOOD_ADJ, set()).add(y)
         if len(labels) == 2:  # both polarities: one label word each, and they differ
             assert all(len(ys) == 1 for ys in labels.values()) and labels[True] != labels[False]
-            directions.add((min(labels[True]) == "positive", min(labels[False]) == "positive"))
+            orientations.add((min(labels[True]), min(labels[False])))
+    assert len(orientations) > 10 and any((bad, good) in orientations for good, bad in orientations)
     assert ("blue", "red") not in world.LABEL_PAIRS and ("low", "high") not in world.LABEL_PAIRS
     assert ("positive", "negative") in world.LABEL_PAIRS
     assert all(" " not in x for pair in world.LABEL_PAIRS for x in pair)

@@ -113,18 +113,17 @@ def build(out: str | Path, seed: int = 0, num_documents: int = NUM_DOCUMENTS, co
         model = LlamaForCausalLM.from_pretrained(str(init))
         facts.update({k: v for k, v in done_facts.items() if k != "curve"}, continued_from=str(init))
         previous, earlier_seconds = done_facts["curve"], done_facts["build_seconds"]
+        facts.update(curve=previous, build_seconds=earlier_seconds)  # known so far, even if no stage is left
     facts["curriculum"] = [asdict(stage) for stage in curriculum]
-    finished = {row.get("stage", "world") for row in previous}
-    if init is not None:  # what is known so far, even if no stage is left to run
-        facts.update(curve=previous, build_seconds=earlier_seconds)
-        (work / "build_facts.json").write_text(json.dumps(facts, indent=2))
+    (work / "build_facts.json").write_text(json.dumps(facts, indent=2))
+    finished = {row.get("stage", "world") for row in facts["curve"]}
     for stage in curriculum:
         if stage.name in finished:
             continue
         stage_blocks = token_blocks(tokenizer, world.stage_documents(stage.name, seed, stage.documents), config.seq_len)
         stage_config = replace(config, steps=stage.steps, lr=stage.lr, warmup=stage.warmup,
                                eval_every=max(config.eval_every, stage.steps // 4))
-        previous = list(facts.get("curve", previous))
+        previous = list(facts["curve"])
         done = (previous[-1]["step"], previous[-1]["tokens"]) if previous else (0, 0)
         facts["curriculum_tokens"] = facts.get("curriculum_tokens", 0) + int(stage_blocks.numel())
         pretrain(model, tokenizer, stage_blocks, heldout_blocks, stage_config, probe=probe, log_path=log_path,
