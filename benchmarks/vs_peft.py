@@ -44,38 +44,37 @@ import peftbook  # noqa: E402
 from peftbook.memory import track_memory  # noqa: E402
 from peftbook.models import TINY_DIR, bnb_4bit_available  # noqa: E402
 
-METHODS = ("lora", "qlora", "prompt_tuning", "prefix_tuning", "llama_adapter")
+# the same hyper-parameters on both sides; LLaMA-Adapter with PEFT's scalar gate so both do the same work
+SETTINGS = {"lora": {"rank": 8, "alpha": 16, "dropout": 0.0}, "qlora": {"rank": 8, "alpha": 16, "dropout": 0.0},
+            "prompt_tuning": {"num_virtual_tokens": 20}, "prefix_tuning": {"num_virtual_tokens": 20},
+            "llama_adapter": {"adapter_len": 10, "adapter_layers": 8, "gate": "scalar"}}
+METHODS = tuple(SETTINGS)
 BENCH_LLAMA = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
                    num_key_value_heads=8, vocab_size=8192, max_position_embeddings=1024, tie_word_embeddings=False)
 
 
 def method_pair(method: str, num_layers: int):
-    """(our config, a function that turns a base into PEFT's model) for one method."""
+    """(our config, a function that turns a base into PEFT's model) for one method.
+
+    PEFT's side comes from the registry's builder of each method (``peftbook.methods.METHODS``);
+    QLoRA is PEFT's LoRA on a base made ready by ``prepare_model_for_kbit_training``, minus gradient
+    checkpointing (ours runs without it too). LLaMA-Adapter uses PEFT's scalar gate on both sides.
+    """
     import peft
 
-    if method in ("lora", "qlora"):
-        ours = peftbook.make_config(method, rank=8, alpha=16, dropout=0.0)
-        lora = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                               task_type="CAUSAL_LM")
-        if method == "lora":
-            return ours, lambda base: peft.get_peft_model(base, lora)
-        # PEFT's QLoRA recipe, minus gradient checkpointing (ours runs without it too)
-        return ours, lambda base: peft.get_peft_model(
-            peft.prepare_model_for_kbit_training(base, use_gradient_checkpointing=False), lora)
-    if method == "prompt_tuning":
-        return (peftbook.make_config(method, num_virtual_tokens=20),
-                lambda base: peft.get_peft_model(base, peft.PromptTuningConfig(task_type="CAUSAL_LM",
-                                                                               num_virtual_tokens=20)))
-    if method == "prefix_tuning":
-        return (peftbook.make_config(method, num_virtual_tokens=20),
-                lambda base: peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM",
-                                                                               num_virtual_tokens=20)))
-    if method == "llama_adapter":  # PEFT's gate is one scalar per layer: compare like with like
-        layers = min(num_layers, 8)
-        return (peftbook.make_config(method, adapter_len=10, adapter_layers=layers, gate="scalar"),
-                lambda base: peft.get_peft_model(base, peft.AdaptionPromptConfig(
-                    adapter_len=10, adapter_layers=layers, task_type="CAUSAL_LM")))
-    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    from peftbook.methods import get_method
+    from peftbook.methods.lora import hf_peft_config as lora_peft_config
+
+    if method not in SETTINGS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    settings = dict(SETTINGS[method])
+    if "adapter_layers" in settings:
+        settings["adapter_layers"] = min(num_layers, settings["adapter_layers"])
+    ours = peftbook.make_config(method, **settings)
+    if method == "qlora":
+        return ours, lambda base: peft.get_peft_model(peft.prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=False), lora_peft_config(base, ours))
+    return ours, lambda base: peft.get_peft_model(base, get_method(method).hf_peft(base, ours))
 
 
 def base_loaders(names, workdir: Path):

@@ -1,46 +1,28 @@
 """peftbook: Parameter-Efficient Fine-Tuning from few-shot prompting to QLoRA, from scratch.
 
-The public API (see README):
-    load_model, apply, trainable_parameters, save_adapter, load_adapter, merge, unmerge,
-    one config dataclass per method, track_memory, simulate_memory.
+The public API (see README): load_model, apply, trainable_parameters, save_adapter, load_adapter,
+merge, unmerge, one config dataclass per method, train, evaluate, load_task, track_memory,
+simulate_memory, estimate_memory.
 """
 from __future__ import annotations
 
-import importlib
+from peftbook.environment import VERSION as __version__
+from peftbook.evaluate import evaluate
+from peftbook.memory import estimate_memory, simulate_memory, track_memory
+from peftbook.methods import (apply, load_adapter, make_config, merge, save_adapter, trainable_parameters,
+                              unmerge)
+from peftbook.methods.few_shot import FewShotConfig
+from peftbook.methods.full import FullFinetuneConfig
+from peftbook.methods.llama_adapter import LlamaAdapterConfig
+from peftbook.methods.lora import LoRAConfig
+from peftbook.methods.prefix_tuning import PrefixTuningConfig
+from peftbook.methods.prompt_tuning import PromptTuningConfig
+from peftbook.methods.qlora import QLoRAConfig
+from peftbook.models import get_architecture, load_model
+from peftbook.tasks import load_task
+from peftbook.train import TrainConfig, train
 
-__version__ = "0.1.0"
-
-from peftbook.methods import (apply, load_adapter, make_config, merge, save_adapter,  # noqa: E402
-                              trainable_parameters, unmerge)
-from peftbook.models import get_architecture, load_model  # noqa: E402
-
-# `train` and `evaluate` are also the names of submodules: importing a submodule binds the module to
-# the package attribute, which would shadow a lazily resolved function, so these bind eagerly.
-from peftbook.evaluate import evaluate  # noqa: E402
-from peftbook.train import TrainConfig, train  # noqa: E402
-
-# Names imported lazily, so `import peftbook` stays fast and a module still being built does not
-# break the rest: name -> module.
-_LAZY = {
-    "PromptTuningConfig": "peftbook.methods.prompt_tuning",
-    "PrefixTuningConfig": "peftbook.methods.prefix_tuning",
-    "LlamaAdapterConfig": "peftbook.methods.llama_adapter",
-    "LoRAConfig": "peftbook.methods.lora",
-    "QLoRAConfig": "peftbook.methods.qlora",
-    "FullFinetuneConfig": "peftbook.methods.full",
-    "FewShotConfig": "peftbook.methods.few_shot",
-    "track_memory": "peftbook.memory",
-    "simulate_memory": "peftbook.memory",
-    "estimate_memory": "peftbook.memory",
-    "load_task": "peftbook.tasks",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'peftbook' has no attribute {name!r}")
-
-
-__all__ = ["load_model", "get_architecture", "apply", "make_config", "trainable_parameters", "save_adapter",
-           "load_adapter", "merge", "unmerge", "train", "TrainConfig", "evaluate", *_LAZY]
+__all__ = ["__version__", "load_model", "get_architecture", "apply", "make_config", "trainable_parameters",
+           "save_adapter", "load_adapter", "merge", "unmerge", "train", "TrainConfig", "evaluate", "load_task",
+           "track_memory", "simulate_memory", "estimate_memory", "FewShotConfig", "PromptTuningConfig",
+           "PrefixTuningConfig", "LlamaAdapterConfig", "LoRAConfig", "QLoRAConfig", "FullFinetuneConfig"]

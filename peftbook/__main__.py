@@ -6,23 +6,19 @@ Each command lives in ``peftbook/commands/<name>.py`` with ``add_parser(subparse
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-COMMANDS = ("info", "run", "tiny", "fewshot", "train", "eval", "memory", "bench", "notebooks")
+from peftbook.commands import bench, fewshot, info, memory, notebooks, run, tiny, train
+from peftbook.commands import eval as evaluate
+
+COMMANDS = (info, run, tiny, fewshot, train, evaluate, memory, bench, notebooks)  # in the order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m peftbook", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"peftbook.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"peftbook.commands.{name}":
-                continue  # not built yet
-            raise
-        module.add_parser(subparsers)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
     return parser
 
 

@@ -8,7 +8,7 @@
   over a few examples, so a long few-shot prompt can be compared with a soft prompt, and a merged
   LoRA with an unmerged one or with prefix/adapter methods.
 
-The same prompt/target tokenization as training (``encode_example``) is used, so what the model was
+Prompts and targets are tokenized as in training (``peftbook.batching``), so what the model was
 trained to continue is exactly what it is asked to continue here.
 """
 from __future__ import annotations
@@ -20,17 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-SPLITS = ("train", "validation", "test")
-
-
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Prompt token ids, with the tokenizer's special prefix (e.g. ``<s>``) where it adds one."""
-    return list(tokenizer(prompt)["input_ids"])
-
-
-def encode_target(tokenizer, target: str) -> list[int]:
-    """Target token ids: no special tokens, as a continuation of the prompt."""
-    return list(tokenizer(target, add_special_tokens=False)["input_ids"])
+from peftbook.batching import encode_prompt, encode_target, pad_batch
+from peftbook.metrics import text_metrics
+from peftbook.tasks import check_split
 
 
 def model_device(model) -> torch.device:
@@ -54,14 +46,9 @@ def continuation_logprobs(model, pad_token_id: int, prompts: list[list[int]], co
     scores: list[float] = []
     for start in range(0, len(prompts), batch_size):
         pairs = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
-        length = max(len(p) + len(c) for p, c in pairs)
-        input_ids = torch.full((len(pairs), length), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(pairs), length), dtype=torch.long)
-        for row, (prompt, cont) in enumerate(pairs):
-            ids = prompt + cont
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention_mask[row, :len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        batch = pad_batch([prompt + cont for prompt, cont in pairs], pad_token_id)
+        length = batch["input_ids"].shape[1]
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         logprobs = F.log_softmax(logits[:, -length:].float(), dim=-1)  # (B, T, V)
         for row, (prompt, cont) in enumerate(pairs):
             # token t is predicted at position t-1
@@ -79,13 +66,9 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
     rows = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        length = max(map(len, chunk))
-        input_ids = torch.full((len(chunk), length), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention_mask[row, :len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits[:, -length:]
+        batch = pad_batch(chunk, pad_token_id)
+        length = batch["input_ids"].shape[1]
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits[:, -length:]
         last = torch.tensor([len(ids) - 1 for ids in chunk], device=device)
         logprobs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)  # (B, V)
         rows.append(logprobs[:, token_ids].cpu())
@@ -136,29 +119,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     outputs = []
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
-        length = max(map(len, encoded))
-        input_ids = torch.full((len(encoded), length), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        for row, ids in enumerate(encoded):  # left padding: every prompt ends at the last column
-            input_ids[row, length - len(ids):] = torch.tensor(ids)
-            attention_mask[row, length - len(ids):] = 1
-        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+        batch = pad_batch(encoded, tokenizer.pad_token_id, side="left")  # every prompt ends at the last column
+        length = batch["input_ids"].shape[1]
+        generated = model.generate(**{k: v.to(device) for k, v in batch.items()},
                                    max_new_tokens=max_new_tokens, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         for row in generated[:, length:]:
             outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return outputs
-
-
-def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Corpus BLEU (sacrebleu, 0-100) and mean ROUGE-L F1 (rouge-score, 0-1)."""
-    import sacrebleu
-    from rouge_score import rouge_scorer
-
-    bleu = sacrebleu.corpus_bleu(predictions, [references]).score
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    return {"bleu": float(bleu), "rougeL": float(sum(rouge) / max(len(rouge), 1))}
 
 
 @torch.no_grad()
@@ -192,19 +160,20 @@ def evaluate(model, tokenizer, task, split: str = "validation", *, max_examples:
         ``{"metric", "value", <all task metrics>, ("bleu", "rougeL" for generation), "n_examples",
         "seconds_per_example" (batched), "latency_s" (batch size 1), "predictions"}``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+    check_split(split)
     if max_examples is not None and max_examples < 1:
-        raise ValueError(f"max_examples must be >= 1 (or None for all), got {max_examples}")
+        raise ValueError(f"max_examples={max_examples!r} is not allowed; use an integer >= 1, or None for all")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ValueError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     examples = task.examples(split)
     if max_examples is not None:
         examples = examples[:max_examples]
     if not examples:
-        raise ValueError(f"task {task.name!r} has no {split!r} examples")
+        with_examples = [name for name, rows in task.splits.items() if rows]
+        raise ValueError(f"task {task.name!r} has no {split!r} examples; splits with examples: "
+                         f"{', '.join(with_examples) or 'none'}")
     was_training = model.training
     model.eval()
     try:

@@ -83,23 +83,16 @@ def get_architecture(model_or_config) -> Architecture:
 
 def _looks_llama_like(model: nn.Module) -> bool:
     try:
-        layer = get_submodule(model, "model.layers")[0]
+        layer = model.get_submodule("model.layers")[0]
         attn = layer.self_attn
     except (AttributeError, IndexError, TypeError):
         return False
     return all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
 
 
-def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
-    module = model
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
-
-
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The ModuleList of decoder layers of a supported model."""
-    return get_submodule(model, get_architecture(model).layers)
+    return model.get_submodule(get_architecture(model).layers)
 
 
 def model_dims(config) -> dict:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from pathlib import Path
+
+from peftbook.environment import device_info, versions
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = (
@@ -104,22 +105,10 @@ def write_summary(summary: dict, out_dir) -> Path:
 
 def print_environment(device: str = "auto") -> dict:
     """First cell of every notebook: versions and device, printed and returned."""
-    import torch
-    import transformers
-
-    import peftbook
-    from peftbook.models import resolve_device
-
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peftbook": peftbook.__version__,
-            "device": str(resolve_device(device)), "cpu_threads": torch.get_num_threads()}
-    try:
-        import bitsandbytes
-        info["bitsandbytes"] = bitsandbytes.__version__
-    except ImportError:
-        info["bitsandbytes"] = None
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+    found, device = versions(), device_info(device)
+    gpu = device.pop("gpu", None)
+    info = {**{k: found[k] for k in ("python", "torch", "transformers", "peftbook")}, **device,
+            "bitsandbytes": found["bitsandbytes"], **({"gpu": gpu} if gpu else {})}
     print("  ".join(f"{k}={v}" for k, v in info.items()))
     return info
 

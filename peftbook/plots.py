@@ -1,19 +1,40 @@
-"""Figures for the notebooks; each function draws one figure and returns it (matplotlib).
+"""Every figure peftbook draws: each function returns a matplotlib ``Figure`` (made without pyplot).
 
-Memory plots take ``MemoryReport`` objects (``track_memory``, ``simulate_memory``) or their
-``to_dict()`` form, so results loaded from JSON plot the same way.
+No function here touches pyplot's global state or the backend: Jupyter displays a returned Figure,
+``save_figure`` writes one to a file, and a notebook's own ``plt.show()`` keeps working after any
+of them. Memory plots take ``MemoryReport`` objects (``track_memory``, ``simulate_memory``) or their
+``to_dict()`` form, so results loaded from JSON plot the same way; benchmark plots take the rows of
+``peftbook.results.summarize``.
 """
 from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
 
 CATEGORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868",
                    "activations": "#c44e52", "other": "#8c8c8c"}
 
 
-def _figure(figsize=(7, 4)):
-    # a Figure without pyplot: no global state, and Jupyter still displays a returned Figure
-    from matplotlib.figure import Figure
+class ShownFigure(Figure):
+    """A Figure that Jupyter shows as a PNG wherever it is displayed (returned from a cell or passed
+    to ``display``), whether or not the notebook has set up matplotlib's inline backend yet."""
 
-    return Figure(figsize=figsize, layout="constrained")
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def new_figure(figsize=(7, 4)) -> ShownFigure:
+    """A Figure without pyplot: no global state, no backend switched, and Jupyter displays it."""
+    return ShownFigure(figsize=figsize, layout="constrained")
+
+
+def save_figure(fig, path, dpi: int = 110):
+    """Write ``fig`` to ``path`` (PNG by its suffix) and return the path."""
+    fig.savefig(path, dpi=dpi)
+    return path
 
 
 def _as_dict(report) -> dict:
@@ -31,7 +52,7 @@ def plot_memory_by_category(reports: dict, title: str = "Peak memory of one trai
     """Stacked bars, one per label (e.g. method): the peak split into weights, gradients, ..."""
     data = {label: _as_dict(r) for label, r in reports.items()}
     unit, scale = _unit(max(d["peak_bytes"] for d in data.values()))
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     labels = list(data)
     bottom = [0.0] * len(labels)
@@ -54,7 +75,7 @@ def plot_memory_timeline(report, title: str = "Memory over one training step"):
         raise ValueError("this report has no timeline (reports from simulate_by_depth or to_dict() without "
                          "timeline=True carry none); use track_memory or simulate_memory")
     unit, scale = _unit(max(timeline))
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot([v / scale for v in timeline], color="#4c72b0", linewidth=1)
     peak_index = data.get("peak_index", max(range(len(timeline)), key=timeline.__getitem__))
@@ -75,7 +96,7 @@ def plot_simulated_vs_measured(rows, title: str = "Simulated vs measured peak"):
     if not rows:
         raise ValueError("no (label, simulated_bytes, measured_bytes) rows to plot")
     unit, scale = _unit(max(max(s, m) for _, s, m in rows))
-    fig = _figure((5, 5))
+    fig = new_figure((5, 5))
     ax = fig.add_subplot()
     top = max(max(s, m) for _, s, m in rows) / scale * 1.05
     ax.plot([0, top], [0, top], color="#8c8c8c", linestyle="--", linewidth=1, label="simulated = measured")
@@ -88,3 +109,80 @@ def plot_simulated_vs_measured(rows, title: str = "Simulated vs measured peak"):
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize="small")
     return fig
+
+
+# -- training ---------------------------------------------------------------------------------------
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` values (the first ones average what exists)."""
+    window = max(1, int(window))
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_losses(curves: dict, ax=None, window: int | None = None, ylabel: str = "training loss",
+                title: str | None = None, **line_kwargs):
+    """One line per ``{label: losses}``: the raw loss faint, its moving average on top.
+
+    Draws on ``ax`` when given (a panel of a larger figure), else on a new figure; returns the figure.
+    """
+    if ax is None:
+        ax = new_figure((6, 3)).add_subplot()
+    for label, losses in curves.items():
+        steps = range(1, len(losses) + 1)
+        window = window or max(1, len(losses) // 15)
+        (line,) = ax.plot(steps, smooth(losses, window), label=label, **line_kwargs)
+        if window > 1:
+            ax.plot(steps, losses, color=line.get_color(), alpha=0.2, linewidth=0.8)
+    ax.set(xlabel="step", ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    return ax.figure
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+def plot_metric_vs_params(rows: list[dict]):
+    """Quality against trainable parameters (log x; few-shot, which trains nothing, drawn at 1)."""
+    fig = new_figure((6, 4))
+    ax = fig.add_subplot()
+    for row in rows:
+        x = max(row["trainable_params"], 1)
+        ax.errorbar(x, row["value"], yerr=row["std"], fmt="o", capsize=3)
+        ax.annotate(row["method"], (x, row["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log; few-shot at 1)")
+    ax.set_ylabel(f"test {rows[0]['metric']}")
+    ax.set_title("quality vs trainable parameters")
+    return fig
+
+
+def plot_bars(rows: list[dict], key: str, label: str, merged_key: str | None = None):
+    """One bar per method of ``row[key]``; with ``merged_key``, extra bars for the merged LoRA latency."""
+    fig = new_figure((7, 4))
+    ax = fig.add_subplot()
+    names = [r["method"] for r in rows]
+    ax.bar(names, [r[key] or 0 for r in rows], label="as trained")
+    if merged_key and any(r.get(merged_key) for r in rows):
+        ax.bar([r["method"] + " (merged)" for r in rows if r.get(merged_key)],
+               [r[merged_key] for r in rows if r.get(merged_key)], label="LoRA merged")
+        ax.legend(fontsize=8)
+    ax.set_ylabel(label)
+    ax.set_title(label)
+    ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def plot_bench(rows: list[dict]) -> dict:
+    """The benchmark's four figures by file stem: quality vs parameters, peak memory, step time, latency."""
+    memory = {r["method"]: {"peak_bytes": r["peak_memory_bytes"] or 0, "by_category": r["memory_by_category"] or {}}
+              for r in rows}
+    return {"metric_vs_params": plot_metric_vs_params(rows),
+            "peak_memory": plot_memory_by_category(memory, "peak memory by category (few-shot: inference)"),
+            "step_time": plot_bars(rows, "step_time_s", "seconds per training step"),
+            "latency": plot_bars(rows, "latency_s", "seconds per example (batch 1)", "latency_merged_s")}

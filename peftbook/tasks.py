@@ -8,7 +8,9 @@ line, with one schema::
 * ``sentiment`` (classification, metric ``accuracy``): ``Review: <text>\\nSentiment:`` -> `` positive``
   or `` negative``.
 * ``data2text`` (generation, metric ``slot_accuracy``; also BLEU via sacrebleu and ROUGE-L via
-  rouge-score): ``Meaning: name[...] , food[...] ...\\nSentence:`` -> one sentence realising every slot.
+  rouge-score, ``peftbook.metrics``): ``Meaning: name[...] , food[...] ...\\nSentence:`` -> one
+  sentence realising every slot. Its slot vocabulary (``NAMES``, ``FOODS``, ...) is defined here;
+  the tiny world (``peftbook.tiny.world``) draws its restaurants from it.
 
 ``load_task`` also reads any local directory of such JSONL files (or one file, taken as its test
 split) and, for users online, a Hugging Face dataset with a column mapping, e.g.
@@ -17,7 +19,7 @@ split) and, for users online, a Hugging Face dataset with a column mapping, e.g.
 is for reporting only: never train on it or choose hyperparameters with it.
 
 **Slot accuracy** (data2text): for every example, each meaning-representation value counts as
-realised when the prediction contains it (rules per slot below); every value of a known slot
+realised when the prediction contains it (rules per slot below); every value of the slot
 vocabulary that the prediction mentions but the MR does not is a hallucination. The score is
 ``sum(realised) / sum(number of MR slots + hallucinations)`` over the examples, so it is 1 only when
 everything is said and nothing is made up. Names and landmarks are matched first and blanked out,
@@ -30,11 +32,30 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peftbook.metrics import text_metrics
 from peftbook.models import DATA_DIR
 
 TASKS_DIR = DATA_DIR / "tasks"
 KNOWN_TASKS = ("sentiment", "data2text")
 SPLITS = ("train", "validation", "test")
+
+# The data2text slot vocabulary: the values of each meaning-representation slot.
+NAMES = ["Blue Spice", "The Eagle", "Cotto", "The Mill", "Green Man", "The Phoenix", "Zizzi", "Aromi",
+         "The Punter", "Fitzbillies", "Giraffe", "Loch Fyne", "The Vaults", "Wildwood", "Alimentum",
+         "Bibimbap House", "Browns Cambridge", "Clowns", "Cocum", "The Cricketers", "The Dumpling Tree",
+         "The Golden Curry", "The Olive Grove", "The Plough", "The Rice Boat", "The Twenty Two",
+         "The Waterman", "Strada", "Midsummer House", "The Wrestlers", "Taste of Cambridge",
+         "The Cambridge Blue", "Travellers Rest Beefeater", "Red Lion", "The Sorrento", "Copper Pot"]  # name
+LANDMARKS = ["the Crowne Plaza Hotel", "the Rainbow Vegetarian Cafe", "the Burger King", "the Express by Holiday Inn",
+             "the Raja Indian Cuisine", "the Bakers", "the Portland Arms",
+             "the old market", "the Ranch", "the Six Bells", "the Yippee Noodle Bar", "the All Bar One",
+             "the Avalon", "the Four Seasons", "the Caf\u00e9 Brazil", "the Magdalene Bridge"]  # near
+EAT_TYPES = ["restaurant", "coffee shop", "pub"]  # eatType
+FOODS = ["Italian", "French", "Chinese", "Indian", "Japanese", "English", "Fast food"]  # food
+PRICES = ["cheap", "moderate", "high"]  # priceRange
+AREAS = ["city centre", "riverside"]  # area
+RATINGS = ["1 out of 5", "3 out of 5", "5 out of 5"]  # customer rating
+FAMILY = ["yes", "no"]  # familyFriendly
 
 
 @dataclass
@@ -57,14 +78,13 @@ class Task:
     prompt_template: str = "Input: {input}\nOutput:"
     # data2text: write ``name[ Blue Spice ]`` in prompts, so that values tokenize as in prose. A
     # byte-level BPE gives "Blue" after "[" other tokens than " Blue"; without the space the tiny
-    # base, fine-tuned, wrote fluent sentences with the wrong names (slot accuracy 30%).
+    # base, fine-tuned, wrote fluent sentences with the wrong names (see its model card).
     space_mr_values: bool = False
     splits: dict[str, list[Example]] = field(default_factory=dict, repr=False)
     source: str = ""
 
     def examples(self, split: str) -> list[Example]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        check_split(split)
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no {split!r} split (it has: {', '.join(self.splits) or 'none'})")
         return self.splits[split]
@@ -83,7 +103,8 @@ class Task:
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         """All metrics of the task; the primary one under ``self.metric``."""
         if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
+            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples; "
+                             "give one prediction per example")
         if self.kind == "classification":
             correct = sum(p.strip() == e.output.strip() for p, e in zip(predictions, examples))
             return {"accuracy": correct / max(1, len(examples))}
@@ -91,11 +112,16 @@ class Task:
                                   [e.input for e in examples] if self.metric == "slot_accuracy" else None)
 
 
+def check_split(split: str) -> None:
+    """Raise ``ValueError`` unless ``split`` is one of ``SPLITS``."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics for generation
 def generation_metrics(predictions: list[str], references: list[str], meaning_representations=None) -> dict:
-    from peftbook.evaluate import text_metrics  # BLEU (sacrebleu) and ROUGE-L (rouge-score)
-
+    """BLEU and ROUGE-L, and slot accuracy when the meaning representations are given."""
     predictions = [p.strip() for p in predictions]
     out = text_metrics(predictions, references)
     if meaning_representations is not None:
@@ -116,23 +142,18 @@ def parse_mr(mr: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in _MR_ITEM.finditer(mr)}
 
 
-def _slot_patterns() -> dict[str, dict[str, list[str]]]:
-    """slot -> value -> lower-case phrases that realise it (names are matched separately)."""
-    from peftbook.tiny.world import AREAS, EAT_TYPES, FOODS, RATINGS
-
-    return {
-        "eatType": {v: [v] for v in EAT_TYPES},
-        "food": {v: [v.lower()] for v in FOODS},
-        "priceRange": {"cheap": ["cheap"], "moderate": ["moderate"], "high": ["expensive", "high price"]},
-        "area": {v: [v] for v in AREAS},
-        "customer rating": {v: [v] for v in RATINGS},
-    }
+# slot -> value -> lower-case phrases that realise it (names, landmarks and familyFriendly are matched apart)
+SLOT_PHRASES: dict[str, dict[str, list[str]]] = {
+    "eatType": {v: [v] for v in EAT_TYPES},
+    "food": {v: [v.lower()] for v in FOODS},
+    "priceRange": {"cheap": ["cheap"], "moderate": ["moderate"], "high": ["expensive", "high price"]},
+    "area": {v: [v] for v in AREAS},
+    "customer rating": {v: [v] for v in RATINGS},
+}
 
 
 def slot_counts(prediction: str, slots: dict[str, str]) -> tuple[int, int]:
     """(realised MR values, MR values + hallucinated values) for one prediction."""
-    from peftbook.tiny.world import LANDMARKS, NAMES
-
     text = " " + prediction.lower() + " "
     realised, hallucinated = 0, 0
     wanted = {v.lower() for k, v in slots.items() if k in ("name", "near")}
@@ -144,7 +165,7 @@ def slot_counts(prediction: str, slots: dict[str, str]) -> tuple[int, int]:
                 wanted.discard(entity)
             else:
                 hallucinated += 1
-    for slot, values in _slot_patterns().items():
+    for slot, values in SLOT_PHRASES.items():
         for value, phrases in values.items():
             if any(phrase in text for phrase in phrases):
                 if slots.get(slot, "").lower() == value.lower():
@@ -159,7 +180,7 @@ def slot_counts(prediction: str, slots: dict[str, str]) -> tuple[int, int]:
     hallucinated += (said_yes or said_no) and family not in (("yes",) if said_yes else ("no",))
     # values of slots outside our vocabularies (a user's own MR) count when their text appears
     for slot, value in slots.items():
-        if slot not in ("name", "near", "familyFriendly", *_slot_patterns()) and value.lower() in text:
+        if slot not in ("name", "near", "familyFriendly", *SLOT_PHRASES) and value.lower() in text:
             realised += 1
     return realised, len(slots) + hallucinated
 

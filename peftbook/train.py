@@ -21,14 +21,13 @@ What it does, and why:
   scheduler states, every process's RNG state, the step and the history; ``resume=True`` continues
   from the latest one and ends with the same weights as an uninterrupted run. Ctrl-C
   (KeyboardInterrupt) saves a checkpoint and the results so far and returns them (``interrupted``).
-* **memory**: the first ``memory_steps`` steps run under ``peftbook.memory.track_memory`` when
-  that module exists (the peak is reached once the optimizer state exists); the step time is taken
-  from the other steps, so the tracker's overhead does not count.
+* **memory**: the first ``memory_steps`` steps run under ``peftbook.memory.track_memory`` (the
+  peak is reached once the optimizer state exists); the step time is taken from the other steps,
+  so the tracker's overhead does not count.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import statistics
@@ -37,6 +36,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
+from peftbook.evaluate import evaluate
+from peftbook.memory import track_memory
+from peftbook.methods import get_method, save_adapter
+from peftbook.surgery import applied_config, copy_state_checked
 
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_8bit")
@@ -110,29 +115,20 @@ class TrainResult:
 # ---------------------------------------------------------------- data
 
 def encode_example(tokenizer, task, example, max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of prompt + target; labels are -100 on the prompt."""
-    from peftbook.evaluate import encode_prompt, encode_target
-
+    """(input_ids, labels) of prompt + target, keeping the last ``max_length`` tokens (the target);
+    labels are -100 on the prompt."""
     prompt = encode_prompt(tokenizer, task.prompt(example))
     target = encode_target(tokenizer, task.target(example))
     if task.kind == "generation":
         target = target + [tokenizer.eos_token_id]  # learn to stop
     ids = (prompt + target)[-max_length:]
-    labels = ([-100] * len(prompt) + target)[-max_length:]
+    labels = ([IGNORE_INDEX] * len(prompt) + target)[-max_length:]
     return ids, labels
 
 
 def collate(encoded: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch: input_ids, attention_mask, labels (-100 on prompt and padding)."""
-    length = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), length), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(encoded), length), -100, dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
-    for row, (ids, labs) in enumerate(encoded):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        labels[row, :len(labs)] = torch.tensor(labs)
-        attention_mask[row, :len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return pad_batch([ids for ids, _ in encoded], pad_token_id, labels=[labels for _, labels in encoded])
 
 
 def example_order(num_examples: int, seed: int, epoch: int) -> list[int]:
@@ -157,7 +153,7 @@ def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """
     logits = logits[:, -labels.shape[1]:].float()
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
         reduction="sum")
 
 
@@ -175,14 +171,15 @@ def lr_lambda(config: TrainConfig):
 
 
 def make_optimizer(model, config: TrainConfig, device: torch.device):
+    """AdamW over the trainable parameters; ``"auto"`` on CUDA takes the method's own (the registry's
+    ``cuda_optimizer``: paged 8-bit AdamW for QLoRA, as the paper does)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; apply a method first (peftbook.apply)")
-    from peftbook.methods import applied_config
-
-    method = getattr(applied_config(model), "method", None)
+    applied = applied_config(model)
+    method_choice = get_method(applied.method).cuda_optimizer if applied is not None else "adamw"
     use_paged = config.optimizer == "paged_adamw_8bit" or (
-        config.optimizer == "auto" and method == "qlora" and device.type == "cuda")
+        config.optimizer == "auto" and device.type == "cuda" and method_choice == "paged_adamw_8bit")
     if use_paged:
         from peftbook.methods.qlora import qlora_optimizer
         return qlora_optimizer(params, config.lr)
@@ -191,7 +188,7 @@ def make_optimizer(model, config: TrainConfig, device: torch.device):
 
 # ---------------------------------------------------------------- checkpoints
 
-def _trainable_state(model) -> dict[str, torch.Tensor]:
+def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
@@ -205,15 +202,13 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, result: TrainResul
     """Write a resumable checkpoint for the current step (every process writes its RNG state)."""
     from safetensors.torch import save_file
 
-    from peftbook.methods import applied_config, save_adapter
-
     directory = Path(config.out_dir) / "checkpoints" / f"step-{result.steps_done}"
     directory.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     torch.save(rng, directory / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
-        save_file(_trainable_state(model), str(directory / "trainable.safetensors"))
+        save_file(trainable_state(model), str(directory / "trainable.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    directory / "optimizer.pt")
         if applied_config(model) is not None:  # a usable adapter too (eval --adapter <checkpoint>/adapter)
@@ -227,8 +222,6 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, result: TrainResul
 
 def load_checkpoint(directory: Path, accelerator, model, optimizer, scheduler, result: TrainResult) -> None:
     from safetensors.torch import load_file
-
-    from peftbook.methods import copy_state_checked
 
     state = json.loads((directory / "state.json").read_text())
     if state["num_processes"] != accelerator.num_processes:
@@ -251,31 +244,46 @@ def load_checkpoint(directory: Path, accelerator, model, optimizer, scheduler, r
     result.memory = state["memory"]
 
 
-# ---------------------------------------------------------------- memory
-
-def _memory_tracker(model, optimizer, device):
-    """``track_memory`` of peftbook.memory when it exists, given what it can use; else None."""
-    try:
-        from peftbook.memory import track_memory
-    except ImportError:
-        return None
-    accepted = inspect.signature(track_memory).parameters
-    offer = {"device": device.type, "model": model, "optimizer": optimizer}
-    return track_memory(**{k: v for k, v in offer.items() if k in accepted})
-
-
-def _report_dict(report) -> dict | None:
-    if report is None:
-        return None
-    if isinstance(report, dict):
-        peak, by_category = report.get("peak_bytes"), report.get("by_category")
-    else:
-        peak, by_category = getattr(report, "peak_bytes", None), getattr(report, "by_category", None)
-    return {"peak_bytes": int(peak) if peak is not None else None,
-            "by_category": {k: int(v) for k, v in dict(by_category or {}).items()}}
-
-
 # ---------------------------------------------------------------- the loop
+
+def train_step(wrapped, accelerator, micro_batches: list[dict], trainable: list, config: TrainConfig,
+               optimizer, scheduler, mark=None) -> tuple[float, float | None, int]:
+    """One optimizer step over the micro-batches of a global batch: (loss, grad norm, tokens).
+
+    Each process takes its slice of every micro-batch; the loss is summed over target tokens and
+    divided by the global count, so accumulation and processes give one big batch's gradient.
+    ``mark`` (a memory tracker's) labels the phases: gradients exist before ``zero_grad`` frees them.
+    """
+    world = accelerator.num_processes
+    per_process = config.batch_size // world
+    global_targets = sum(int((m["labels"][:, 1:] != IGNORE_INDEX).sum()) for m in micro_batches)
+    rank_slice = slice(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    tokens = 0
+    for k, batch in enumerate(micro_batches):
+        batch = {name: t[rank_slice].to(accelerator.device) for name, t in batch.items()}
+        tokens += int(batch["attention_mask"].sum())
+        sync = k == len(micro_batches) - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
+            logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            summed = target_token_loss(logits, batch["labels"])
+            # DDP averages gradients over processes, hence the factor `world`
+            accelerator.backward(summed * world / max(global_targets, 1))
+        loss_sum += summed.detach()
+    grad_norm = None
+    if config.max_grad_norm is not None:
+        grad_norm = float(accelerator.clip_grad_norm_(trainable, config.max_grad_norm))
+    if mark is not None:
+        mark("backward")
+    optimizer.step()
+    scheduler.step()
+    if mark is not None:
+        mark("optimizer step")
+    optimizer.zero_grad(set_to_none=True)
+    loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(global_targets, 1)
+    tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
+    return loss, grad_norm, tokens
+
 
 def train(model, tokenizer, task, config: TrainConfig | None = None, *, callbacks=()) -> TrainResult:
     """Fine-tune the trainable parameters of ``model`` on ``task``'s train split.
@@ -294,9 +302,6 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-
-    from peftbook.evaluate import evaluate
-    from peftbook.methods import applied_config, save_adapter
 
     config = config or TrainConfig()
     config.validate()
@@ -329,13 +334,19 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
 
     encoded = [encode_example(tokenizer, task, e, config.max_length) for e in train_examples]
     per_step = config.batch_size * config.grad_accum
-    per_process = config.batch_size // world
     trainable = [p for p in model.parameters() if p.requires_grad]
     step_times: list[float] = []
     step_tokens: list[int] = []
+    measuring = contextlib.ExitStack()  # holds the memory tracker while the first steps run
     tracker = None
     bar = tqdm(total=config.steps, initial=result.steps_done, desc="train", dynamic_ncols=True,
                disable=not (config.progress and accelerator.is_main_process))
+
+    def stop_measuring() -> None:
+        nonlocal tracker
+        measuring.close()
+        result.memory = tracker.report.peak_summary()
+        tracker = None
 
     def run_eval(step: int) -> None:
         if accelerator.is_main_process:
@@ -350,46 +361,20 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         while result.steps_done < config.steps:
             step = result.steps_done
             if step < config.memory_steps and tracker is None and result.memory is None:
-                tracker = _memory_tracker(model, raw_optimizer, accelerator.device)
-                report = tracker.__enter__() if tracker is not None else None
+                tracker = measuring.enter_context(track_memory(accelerator.device.type, model=model,
+                                                               optimizer=raw_optimizer))
             start = time.perf_counter()
             batch_ids = step_indices(len(encoded), config.seed, step, per_step)
             micro = [collate([encoded[i] for i in batch_ids[k * config.batch_size:(k + 1) * config.batch_size]],
                              tokenizer.pad_token_id) for k in range(config.grad_accum)]
-            global_targets = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
-            rank_slice = slice(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)
-            loss_sum = torch.zeros((), device=accelerator.device)
-            tokens = 0
-            for k, batch in enumerate(micro):
-                batch = {name: t[rank_slice].to(accelerator.device) for name, t in batch.items()}
-                tokens += int(batch["attention_mask"].sum())
-                sync = k == len(micro) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
-                    logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    summed = target_token_loss(logits, batch["labels"])
-                    # DDP averages gradients over processes, hence the factor `world`
-                    accelerator.backward(summed * world / max(global_targets, 1))
-                loss_sum += summed.detach()
-            grad_norm = None
-            if config.max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(trainable, config.max_grad_norm))
-            if tracker is not None:
-                tracker.mark("backward")  # labels the gradients before zero_grad frees them
-            optimizer.step()
-            scheduler.step()
-            if tracker is not None:
-                tracker.mark("optimizer step")
-            optimizer.zero_grad(set_to_none=True)
-            loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(global_targets, 1)
-            tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
+            loss, grad_norm, tokens = train_step(wrapped, accelerator, micro, trainable, config, optimizer, scheduler,
+                                                 mark=tracker.mark if tracker is not None else None)
             elapsed = time.perf_counter() - start
             result.steps_done = step + 1
             result.history.append({"step": step + 1, "loss": loss, "lr": scheduler.get_last_lr()[0],
                                    "grad_norm": grad_norm, "tokens": tokens})
             if tracker is not None and result.steps_done >= config.memory_steps:
-                tracker.__exit__(None, None, None)
-                result.memory = _report_dict(report)
-                tracker = None
+                stop_measuring()
             elif tracker is None:
                 step_times.append(elapsed)
                 step_tokens.append(tokens)
@@ -406,11 +391,11 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     except KeyboardInterrupt:
         result.interrupted = True
         if tracker is not None:
-            tracker.__exit__(None, None, None)
-            result.memory = _report_dict(report)
+            stop_measuring()
         if config.out_dir:
             save_checkpoint(accelerator, model, optimizer, scheduler, result, config)
     finally:
+        measuring.close()
         bar.close()
         model.train(False)
         accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)

@@ -40,10 +40,11 @@ def smoke(world):
 
 @pytest.mark.integration
 def test_smoke_bench_runs_every_method_with_the_record_fields(smoke):
-    from peftbook.bench import BENCH_METHODS, RECORD_FIELDS
+    from peftbook.methods import ALL_METHODS
+    from peftbook.results import RECORD_FIELDS
 
     out, records = smoke
-    assert [r["method"] for r in records] == list(BENCH_METHODS)
+    assert [r["method"] for r in records] == list(ALL_METHODS)
     for record in records:
         assert not record.get("error"), record
         assert set(RECORD_FIELDS) <= set(record), set(RECORD_FIELDS) - set(record)
@@ -63,8 +64,8 @@ def test_smoke_bench_runs_every_method_with_the_record_fields(smoke):
     optimizer_bytes = {m: r["memory_by_category"]["optimizer"] for m, r in by_method.items() if m != "few_shot"}
     assert max(optimizer_bytes, key=optimizer_bytes.get) == "full"
     saved = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in saved["records"]] == list(BENCH_METHODS)
-    assert (out / "results.csv").read_text().count("\n") == len(BENCH_METHODS) + 1
+    assert [r["method"] for r in saved["records"]] == list(ALL_METHODS)
+    assert (out / "results.csv").read_text().count("\n") == len(ALL_METHODS) + 1
     for name in ("metric_vs_params.png", "peak_memory.png", "step_time.png", "latency.png"):
         assert (out / name).stat().st_size > 1000, name
 
@@ -206,11 +207,13 @@ def test_generation_bench_reports_bleu_and_rouge_per_method(world, tmp_path):
 
 
 def test_method_defaults_apply_the_task_overrides():
-    from peftbook import bench
+    from peftbook.methods import METHODS, method_defaults
 
-    assert bench.method_defaults("lora", "sentiment") == bench.METHOD_DEFAULTS["lora"]
-    data2text = bench.method_defaults("lora", "data2text")
+    lora = METHODS["lora"]
+    assert method_defaults("lora", "sentiment") == {"config": lora.defaults, "lr": lora.lr}
+    data2text = method_defaults("lora", "data2text")
     assert data2text["config"]["targets"] == "all-linear" and data2text["config"]["rank"] == 8
-    assert bench.method_defaults("full", "data2text")["lr"] != bench.METHOD_DEFAULTS["full"]["lr"]
-    assert bench.method_defaults("prompt_tuning", "some/folder") == bench.METHOD_DEFAULTS["prompt_tuning"]
-    assert "targets" not in bench.METHOD_DEFAULTS["lora"]["config"]  # the overrides did not leak
+    assert method_defaults("full", "data2text")["lr"] != METHODS["full"].lr
+    assert method_defaults("prompt_tuning", "some/folder") == {"config": METHODS["prompt_tuning"].defaults,
+                                                               "lr": METHODS["prompt_tuning"].lr}
+    assert "targets" not in lora.defaults  # the overrides did not leak

@@ -1,11 +1,45 @@
-"""Evaluation: label log-likelihood classification, left-padded greedy generation, metrics, latency."""
+"""Evaluation: padding, label log-likelihood classification, left-padded greedy generation, metrics, latency."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from peftbook.batching import encode_prompt, encode_target, pad_batch
+from peftbook.metrics import text_metrics
+
 from conftest import save_tiny_model
 from test_train import word_task, write_word_task
+
+
+@pytest.mark.unit
+def test_pad_batch_right_and_left():
+    right = pad_batch([[5, 6, 7], [8]], pad_token_id=0)
+    assert right["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert right["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert set(right) == {"input_ids", "attention_mask"}
+    left = pad_batch([[5, 6, 7], [8]], pad_token_id=0, side="left")
+    assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert all(t.dtype == torch.long for t in (*right.values(), *left.values()))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("side, expected", [("right", [[-100, 6, 7], [8, -100, -100]]),
+                                             ("left", [[-100, 6, 7], [-100, -100, 8]])])
+def test_pad_batch_pads_labels_with_minus_100_on_the_same_side(side, expected):
+    batch = pad_batch([[5, 6, 7], [8]], pad_token_id=2, side=side, labels=[[-100, 6, 7], [8]])
+    assert batch["labels"].tolist() == expected and batch["labels"].dtype == torch.long
+    assert (batch["attention_mask"] == 0).equal(batch["input_ids"] == 2)  # here the pad id occurs only as padding
+
+
+@pytest.mark.unit
+def test_pad_batch_bad_input():
+    with pytest.raises(ValueError, match="side='middle' is not allowed; allowed: right, left"):
+        pad_batch([[1]], 0, side="middle")
+    with pytest.raises(ValueError, match="do not match"):
+        pad_batch([[1, 2]], 0, labels=[[1]])
+    with pytest.raises(ValueError, match="at least one sequence"):
+        pad_batch([], 0)
 
 
 @pytest.fixture
@@ -60,7 +94,7 @@ def test_classification_picks_the_most_likely_label_and_scores_accuracy(tmp_path
 def test_label_scores_with_prompt_tuning_read_the_real_positions(tmp_path, model_and_tokenizer):
     """Prompt tuning returns logits for its virtual tokens too: the scores must skip them."""
     from peftbook import apply, make_config
-    from peftbook.evaluate import continuation_logprobs, encode_prompt, encode_target, next_token_logprobs
+    from peftbook.evaluate import continuation_logprobs, next_token_logprobs
 
     model, tokenizer = model_and_tokenizer
     torch.manual_seed(0)
@@ -94,7 +128,7 @@ def test_batched_left_padded_generation_equals_one_by_one(tmp_path, model_and_to
 
 @pytest.mark.unit
 def test_generation_reports_bleu_rouge_and_task_metric(tmp_path, model_and_tokenizer):
-    from peftbook.evaluate import evaluate, text_metrics
+    from peftbook.evaluate import evaluate
 
     model, tokenizer = model_and_tokenizer
     task = word_task(tmp_path / "task", "generation")

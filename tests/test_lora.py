@@ -103,7 +103,7 @@ def test_merge_and_unload_leaves_a_plain_model_with_the_merged_logits(model_type
     assert {name: type(module) for name, module in model.named_modules()} == base_tree  # no wrapper left
     assert peftbook.methods.applied_config(model) is None
     torch.testing.assert_close(unloaded, unmerged, atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="LoRA and QLoRA only"):  # nothing left to unmerge
+    with pytest.raises(ValueError, match="applies to lora, qlora only"):  # nothing left to unmerge
         peftbook.unmerge(model)
     peftbook.apply(model, LoRAConfig(rank=2))  # a plain model again: a new method applies
 

@@ -159,7 +159,7 @@ def test_qlora_weights_are_four_bit():
     config = tiny_random_config("llama")
     lora = simulate_memory(config, make_config("lora"), 1, 8, "fp32", device="cpu")
     qlora = simulate_memory(config, make_config("qlora"), 1, 8, "fp32", device="cpu")
-    from peftbook.methods.lora import linear_shapes
+    from peftbook.surgery import linear_shapes
 
     # per quantized layer of n weights: n/2 packed bytes, an 8-bit absmax per block of 64, an fp32
     # absmax per 256 of those (double quantization), the NF4 code (16 fp32), the 8-bit code of the

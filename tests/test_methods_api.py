@@ -9,7 +9,8 @@ from conftest import make_tiny_model
 
 import peftbook
 import peftbook.models as models
-from peftbook.methods import copy_state_checked, make_config, method_module
+from peftbook.methods import get_method, make_config
+from peftbook.surgery import copy_state_checked
 from peftbook.methods.full import FullFinetuneConfig
 from peftbook.methods.lora import LoRAConfig
 
@@ -66,11 +67,11 @@ def test_saved_folder_layout(tmp_path):
 
 
 def test_merge_only_for_lora_methods():
-    with pytest.raises(ValueError, match="LoRA and QLoRA only"):
+    with pytest.raises(ValueError, match="applies to lora, qlora only"):
         peftbook.merge(make_tiny_model("llama"))
-    with pytest.raises(ValueError, match="LoRA and QLoRA only"):
+    with pytest.raises(ValueError, match="applies to lora, qlora only"):
         peftbook.merge(peftbook.apply(make_tiny_model("llama"), FullFinetuneConfig()))
-    with pytest.raises(ValueError, match="LoRA and QLoRA only"):
+    with pytest.raises(ValueError, match="applies to lora, qlora only"):
         peftbook.unmerge(peftbook.apply(make_tiny_model("llama"), FullFinetuneConfig()))
 
 
@@ -79,7 +80,7 @@ def test_make_config_and_unknown_names():
     with pytest.raises(ValueError, match=r"no field\(s\) \['rnak'\]; allowed: .*'rank'"):
         make_config("lora", rnak=3)
     with pytest.raises(ValueError, match="unknown method 'dora'; known: .*lora"):
-        method_module("dora")
+        get_method("dora")
 
 
 def test_copy_state_checked_names_keys_and_shapes():

@@ -43,7 +43,7 @@ def test_architecture_table_names_real_modules(model_type):
         assert hasattr(attention, name), f"{model_type}: {arch.attention}.{name} missing"
     module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     assert set(arch.lora_targets) <= module_names
-    assert models.get_submodule(model, arch.embeddings) is model.get_input_embeddings()
+    assert model.get_submodule(arch.embeddings) is model.get_input_embeddings()
     dims = models.model_dims(model.config)
     assert dims["num_layers"] == len(layers) and dims["hidden_size"] == 64
 

@@ -52,6 +52,13 @@ def test_conventions(name):
     assert not any(o.get("output_type") == "error" for o in outputs), "committed without errors"
 
 
+@pytest.mark.unit
+def test_benchmark_notebook_takes_its_verdicts_from_peftbook_claims():
+    code = "\n".join(_source(c) for c in _cells("07_benchmark") if c["cell_type"] == "code")
+    assert "from peftbook.claims import" in code and "check_all(" in code
+    assert not re.search(r"^def (claim_\d+|compare|noise|score)\b", code, re.M), "claim logic belongs in peftbook.claims"
+
+
 def _finite_numbers(value):
     if isinstance(value, dict):
         for v in value.values():

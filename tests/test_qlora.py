@@ -155,7 +155,7 @@ def test_optimizer_is_paged_8bit_adamw_on_cuda():
 
 
 def test_clear_error_without_a_4bit_backend(monkeypatch):
-    monkeypatch.setattr(models, "bnb_4bit_available", lambda: False)
+    monkeypatch.setattr(qlora, "bnb_4bit_available", lambda: False)  # the name QLoRAConfig.validate calls
     model = make_tiny_model("llama")
     with pytest.raises(RuntimeError, match="bitsandbytes with a working 4-bit backend"):
         peftbook.apply(model, QLoRAConfig())

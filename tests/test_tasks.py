@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from peftbook.tasks import KNOWN_TASKS, SPLITS, TASKS_DIR, Example, load_task, parse_mr, read_jsonl, slot_counts
+from peftbook.tasks import (KNOWN_TASKS, SPLITS, TASKS_DIR, Example, check_split, load_task, parse_mr, read_jsonl,
+                            slot_counts)
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +98,10 @@ def test_local_jsonl_directory_and_file(tmp_path):
 def test_hugging_face_dataset_needs_datasets_or_the_network():
     with pytest.raises(RuntimeError, match="datasets|Hugging Face dataset"):
         load_task("glue/sst2", input="sentence", output="label", labels=["negative", "positive"])
+
+
+def test_bad_split_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="split 'dev' is not allowed; allowed: train, validation, test"):
+        check_split("dev")
+    with pytest.raises(ValueError, match="split 'dev' is not allowed"):
+        load_task("sentiment").examples("dev")

@@ -99,19 +99,36 @@ def test_build_runs_the_curriculum_and_a_continued_build_equals_one_run(tmp_path
     config = PretrainConfig(steps=2, eval_every=2, seq_len=64, batch_size=2, hidden_size=32, intermediate_size=64,
                             num_layers=2, num_heads=2, num_kv_heads=1)
     stages = (Stage("induction", 2, 1e-3, documents=40), Stage("formats", 2, 1e-3, documents=40))
-    build(tmp_path / "full", num_documents=200, config=config, report=False, curriculum=stages)
+    build(tmp_path / "full", num_documents=200, config=config, curriculum=stages)
     facts = json.loads((tmp_path / "full/tiny_build/build_facts.json").read_text())
     assert [(row["stage"], row["step"]) for row in facts["curve"]] == [("world", 2), ("induction", 4), ("formats", 6)]
     assert facts["curve"][-1]["tokens"] == 6 * 2 * 64 and set(facts["curve"][-1]["repeat_loss"]) == {"first", "repeat"}
     # the same recipe in two runs: world stage only, then the curriculum continued from its saved model
-    build(tmp_path / "world", num_documents=200, config=config, report=False, curriculum=())
-    build(tmp_path / "cont", config=config, report=False, curriculum=stages[:1], init=tmp_path / "world/tiny")
-    build(tmp_path / "cont", config=config, report=False, curriculum=stages, init=tmp_path / "cont/tiny")
+    build(tmp_path / "world", num_documents=200, config=config, curriculum=())
+    build(tmp_path / "cont", config=config, curriculum=stages[:1], init=tmp_path / "world/tiny")
+    build(tmp_path / "cont", config=config, curriculum=stages, init=tmp_path / "cont/tiny")
     cont = json.loads((tmp_path / "cont/tiny_build/build_facts.json").read_text())
     assert [(row["stage"], row["step"]) for row in cont["curve"]] == [("world", 2), ("induction", 4), ("formats", 6)]
     assert cont["continued_from"] == str(tmp_path / "cont/tiny") and cont["pretrain"]["num_layers"] == 2
     full, parts = load_file(tmp_path / "full/tiny/model.safetensors"), load_file(tmp_path / "cont/tiny/model.safetensors")
     assert full.keys() == parts.keys() and all(torch.equal(full[k], parts[k]) for k in full)
+
+
+def test_finetune_encoding_keeps_the_start_and_learns_the_target_only():
+    from transformers import AutoTokenizer
+
+    from peftbook.batching import encode_prompt
+    from peftbook.tasks import load_task
+    from peftbook.tiny.finetune import encode_truncating_end
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_DIR))
+    task = load_task("data2text")
+    example = task.examples("train")[0]
+    ids, labels = encode_truncating_end(tokenizer, task, example)
+    prompt = encode_prompt(tokenizer, task.prompt(example))
+    assert ids[:len(prompt)] == prompt and labels[:len(prompt)] == [-100] * len(prompt)
+    assert labels[len(prompt):] == ids[len(prompt):] and ids[-1] == tokenizer.eos_token_id
+    assert encode_truncating_end(tokenizer, task, example, max_length=5) == (ids[:5], labels[:5])
 
 
 def test_tokenizer_round_trips_text_with_spaces():
@@ -168,7 +185,7 @@ def test_recorded_gates_follow_from_the_recorded_curves():
 def test_the_base_learns_the_label_mapping_from_the_shots():
     """On the shipped base the shots carry the task (validation, 48 reviews): 8 shots beat zero-shot by
     15 points with the task's label words, and reach 85% with a pair that labels nothing in pretraining
-    (whose zero-shot guess happens to lean the right way: 81%)."""
+    (whose zero-shot guess may already lean the right way, so there only a gain is asserted)."""
     import torch
 
     from peftbook import load_model, tasks

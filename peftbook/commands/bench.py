@@ -5,12 +5,15 @@ import json
 import sys
 
 
+from peftbook.methods import ALL_METHODS
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="benchmark the methods side by side (table, results.json/csv, plots)")
     parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
     parser.add_argument("--task", default="sentiment", help="sentiment, data2text, or a task folder (default: sentiment)")
     parser.add_argument("--methods", nargs="+", default=["all"],
-                        help="all, or a list of: few_shot prompt_tuning prefix_tuning llama_adapter lora qlora full")
+                        help=f"all, or a list of: {' '.join(ALL_METHODS)}")
     parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: per task)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (default: 0)")
     parser.add_argument("--impl", default="peftbook", help="peftbook | hf-peft (HF PEFT builds the shared methods)")
@@ -22,7 +25,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from peftbook.bench import format_table, parse_methods, run_bench
+    from peftbook.bench import parse_methods, run_bench, table_footnote
+    from peftbook.results import format_table
 
     methods = parse_methods([m for item in args.methods for m in item.split(",") if m])
     if args.steps is not None and args.steps < 1:
@@ -40,6 +44,6 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"records": records}, default=str))
     else:
-        print(format_table(records))
+        print(format_table(records, table_footnote(next((r["metric"] for r in records if r.get("metric")), "metric"))))
         print(f"results: {args.out}/results.json, results.csv, *.png")
     return 1 if any(r.get("error") for r in records) else 0

@@ -5,11 +5,13 @@ import json
 
 
 def add_parser(subparsers) -> None:
+    from peftbook.tasks import SPLITS
+
     parser = subparsers.add_parser("eval", help="evaluate a model (and an adapter) on a task split")
     parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
     parser.add_argument("--adapter", default=None, help="a folder written by `train` / save_adapter (default: none)")
     parser.add_argument("--task", required=True, help="sentiment, data2text, or a folder of {train,validation,test}.jsonl")
-    parser.add_argument("--split", default="test", help="train | validation | test (default: test)")
+    parser.add_argument("--split", default="test", help=f"{' | '.join(SPLITS)} (default: test)")
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--merge", action="store_true", help="merge LoRA/QLoRA into the weights (and drop the wrappers) before evaluating")
@@ -21,13 +23,12 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from peftbook.evaluate import SPLITS, evaluate
+    from peftbook.evaluate import evaluate
     from peftbook.methods import load_adapter, merge
     from peftbook.models import load_model
-    from peftbook.tasks import load_task
+    from peftbook.tasks import check_split, load_task
 
-    if args.split not in SPLITS:
-        raise ValueError(f"split {args.split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+    check_split(args.split)  # bad input fails before the model loads
     if args.adapter is not None and not (Path(args.adapter) / "peftbook_adapter.json").exists():
         raise FileNotFoundError(f"{args.adapter} holds no peftbook_adapter.json: not an adapter saved by train")
     task = load_task(args.task)

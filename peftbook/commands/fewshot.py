@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from peftbook.methods.few_shot import FewShotConfig, few_shot_curve
+    from peftbook.methods.few_shot import FewShotConfig, few_shot_curve, select_shots
     from peftbook.tasks import load_task
 
     # bad input fails before the model loads
@@ -37,7 +37,7 @@ def run(args) -> int:
         raise ValueError(f"--examples {args.examples} is not allowed; use an integer >= 0 (0: all)")
     task = load_task(args.task)
     for k in args.shots:
-        FewShotConfig(shots=k, selection=args.selection).validate(len(task.examples("train")))
+        select_shots(task.examples("train"), FewShotConfig(shots=k, selection=args.selection))
     from peftbook.models import load_model
 
     model, tokenizer = load_model(args.model, device=args.device)

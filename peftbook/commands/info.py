@@ -11,31 +11,21 @@ def add_parser(subparsers) -> None:
 
 
 def collect() -> dict:
-    import platform
-
     import torch
-    import transformers
 
-    import peftbook
+    from peftbook.environment import device_info, versions
     from peftbook.methods import ALL_METHODS
     from peftbook.models import ARCHITECTURES, TINY_DIR, bnb_4bit_available
 
-    try:
-        import bitsandbytes
-        bnb_version = bitsandbytes.__version__
-    except Exception:  # not installed or broken backend
-        bnb_version = None
+    found = versions()
     cuda = torch.cuda.is_available()
+    device = device_info()
     return {
-        "peftbook": peftbook.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "bitsandbytes": bnb_version,
+        **{k: found[k] for k in ("peftbook", "python", "torch", "transformers", "bitsandbytes")},
         "device": "cuda" if cuda else "cpu",
         "cuda_available": cuda,
-        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
-        "cpu_threads": torch.get_num_threads(),
+        "cuda_device": device.get("gpu"),
+        "cpu_threads": device["cpu_threads"],
         "bitsandbytes_4bit": bnb_4bit_available(),
         "tiny_base_built": (TINY_DIR / "config.json").exists(),
         "methods": list(ALL_METHODS),

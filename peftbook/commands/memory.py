@@ -45,11 +45,9 @@ def add_parser(subparsers) -> None:
 def method_config_from_args(args):
     from dataclasses import fields
 
-    from peftbook.methods import config_class
+    from peftbook.methods import trainable_method
 
-    if args.method not in TRAINABLE_METHODS:
-        raise ValueError(f"unknown method {args.method!r}; known: {', '.join(TRAINABLE_METHODS)}")
-    cls = config_class(args.method)
+    cls = trainable_method(args.method).config
     allowed = {f.name for f in fields(cls)}
     values = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
     wrong = sorted(set(values) - allowed)
@@ -68,11 +66,11 @@ def measure(args, method_config) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from peftbook.memory.simulate import BUILTIN_SHAPES, build_model, measure_memory, resolve_config, resolve_dtype
+    from peftbook.memory.simulate import BUILTIN_SHAPES, build_model, measure_memory, resolve_config, resolve_step_dtype
     from peftbook.models import resolve_device
 
     device = resolve_device("auto")
-    weights_dtype = resolve_dtype(args.dtype)
+    weights_dtype = resolve_step_dtype(args.dtype)
     name = str(args.model)
     if name.lower() in BUILTIN_SHAPES or name.startswith("tiny-"):
         with torch.device(device):
@@ -87,22 +85,22 @@ def measure(args, method_config) -> dict:
 
 
 def _apply(model, method_config):
-    import peftbook
+    from peftbook.methods import apply
 
     if method_config is None:
         return model.requires_grad_(True)
-    return peftbook.apply(model, method_config)
+    return apply(model, method_config)
 
 
 def run(args) -> int:
     from peftbook.memory import estimate_memory, simulate_memory
-    from peftbook.memory.simulate import check_step_args, resolve_config, resolve_dtype
+    from peftbook.memory.simulate import check_step_args, resolve_config, resolve_step_dtype
 
     if args.table:
         return run_table(args)
     # every check before any heavy work
     check_step_args(args.batch, args.seq, args.optimizer, args.simulate_device)
-    resolve_dtype(args.dtype)
+    resolve_step_dtype(args.dtype)
     method_config = method_config_from_args(args)
     config = resolve_config(args.model)
     simulated = simulate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
@@ -130,11 +128,11 @@ def run(args) -> int:
 
 
 def run_table(args) -> int:
-    from peftbook.memory.simulate import check_step_args, resolve_dtype
+    from peftbook.memory.simulate import check_step_args, resolve_step_dtype
     from peftbook.memory.table import format_table, rule_of_thumb_table
 
     check_step_args(args.batch, 1, args.optimizer, args.simulate_device)
-    resolve_dtype(args.dtype)
+    resolve_step_dtype(args.dtype)
     rows = rule_of_thumb_table(batch_size=args.batch, dtype=args.dtype, optimizer=args.optimizer,
                                device=args.simulate_device)
     if args.json:

@@ -28,10 +28,10 @@ def run(args) -> int:
     from peftbook.models import DATA_DIR
     from peftbook.tiny import build as recipe
     from peftbook.tiny.pretrain import PretrainConfig
+    from peftbook.tiny.report import render_card, write_report
 
     out = Path(args.out) if args.out else DATA_DIR
     if args.tiny_command == "report":
-        from peftbook.tiny.report import render_card, write_report
         if args.render_only:
             render_card(out)
         else:
@@ -50,10 +50,12 @@ def run(args) -> int:
         config.steps = args.steps
     documents = args.documents or recipe.NUM_DOCUMENTS
     if documents < 10:
-        raise ValueError(f"--documents {documents} is too few; use at least 10")
+        raise ValueError(f"--documents {documents} is not allowed; use an integer >= 10")
     if args.init is not None and not (Path(args.init) / "config.json").exists():
         raise FileNotFoundError(f"--init {args.init}: no model there (config.json missing)")
-    model_dir = recipe.build(out, seed=args.seed, num_documents=documents, config=config, report=not args.no_report,
+    model_dir = recipe.build(out, seed=args.seed, num_documents=documents, config=config,
                              curriculum=() if args.no_curriculum else None, init=args.init)
+    if not args.no_report:
+        write_report(out)  # the quality gates, README.md and metrics.json beside the model
     print(f"tiny base written to {model_dir}")
     return 0

@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 
+from peftbook.methods import TRAINABLE_METHODS
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train one method on a task and save the adapter")
     parser.add_argument("--model", default="tiny", help="'tiny', a local directory or a hub id (default: tiny)")
-    parser.add_argument("--method", required=True, help="prompt_tuning, prefix_tuning, llama_adapter, lora, qlora, full")
+    parser.add_argument("--method", required=True, help=", ".join(TRAINABLE_METHODS))
     parser.add_argument("--task", required=True, help="sentiment, data2text, or a folder of {train,validation,test}.jsonl")
     parser.add_argument("--steps", type=int, default=None,
                         help="optimizer steps (default: the bench's, sentiment 600, data2text 1200, other tasks 200)")
@@ -46,15 +49,12 @@ def parse_fields(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from peftbook.bench import default_steps, method_defaults
-    from peftbook.methods import TRAINABLE_METHODS, apply, make_config, trainable_parameters
+    from peftbook.methods import apply, default_steps, make_config, method_defaults, trainable_method, trainable_parameters
     from peftbook.models import load_model
     from peftbook.tasks import load_task
     from peftbook.train import TrainConfig, train
 
-    if args.method not in TRAINABLE_METHODS:
-        hint = " (few-shot trains nothing: use `python -m peftbook fewshot`)" if args.method == "few_shot" else ""
-        raise ValueError(f"unknown method {args.method!r}; known: {', '.join(TRAINABLE_METHODS)}{hint}")
+    trainable_method(args.method)  # an unknown method or few-shot (trains nothing) raises here
     task = load_task(args.task)
     defaults = method_defaults(args.method, task)
     method_config = make_config(args.method, **{**defaults["config"], **parse_fields(args.set)})

@@ -25,9 +25,10 @@ from __future__ import annotations
 import torch
 
 from peftbook.memory.measure import CATEGORIES
-from peftbook.memory.simulate import (autocast_dtype, check_step_args, method_name, resolve_config,
-                                      resolve_dtype)
-from peftbook.models import model_dims
+from peftbook.memory.simulate import autocast_dtype, check_step_args, method_name, resolve_config, resolve_step_dtype
+from peftbook.methods import full, get_method
+from peftbook.models import get_architecture, model_dims
+from peftbook.surgery import linear_shapes, matches_suffix
 
 RULE_OF_THUMB_BYTES_PER_PARAM = 16  # "16 GB of GPU memory per 1B model parameters" (half precision + AdamW)
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed codes + 8-bit absmax per 64 + fp32 per 256 absmax
@@ -39,18 +40,17 @@ def rule_of_thumb_bytes(num_params: int) -> int:
 
 def parameter_counts(config, method_config) -> dict:
     """Total, trainable and 4-bit-quantized parameter counts, in closed form (the method files' own)."""
-    from peftbook.methods import full, lora, method_module
-
     total = full.num_parameters(config)
-    name = method_name(method_config)
-    if name == "full":
-        trainable = total if method_config is None else full.num_trainable(config, method_config)
-        return {"total": total, "trainable": trainable, "added": 0, "quantized": 0}
-    trainable = method_module(name).num_trainable(config, method_config)
+    method = get_method(method_name(method_config))
+    if method_config is None:  # full fine-tuning with every parameter
+        trainable = total
+    else:
+        trainable = method.module.num_trainable(config, method_config)
     quantized = 0
-    if name == "qlora":
-        quantized = model_dims(config)["num_layers"] * sum(i * o for i, o in lora.linear_shapes(config).values())
-    return {"total": total, "trainable": trainable, "added": trainable, "quantized": quantized}
+    if method.memory.quantized_base:
+        quantized = model_dims(config)["num_layers"] * sum(i * o for i, o in linear_shapes(config).values())
+    added = 0 if method.memory.trains_base_weights else trainable
+    return {"total": total, "trainable": trainable, "added": added, "quantized": quantized}
 
 
 def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype: torch.dtype) -> int:
@@ -60,14 +60,16 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     q, kv = heads * dims["head_dim"], dims["num_kv_heads"] * dims["head_dim"]
     p = torch.finfo(dtype).bits // 8
     tokens = batch_size * seq_len
-    name = method_name(method_config)
-    if name == "prompt_tuning":
-        tokens = batch_size * (seq_len + method_config.num_virtual_tokens)
+    traits = get_method(method_name(method_config)).memory
+
+    def field(name):  # a config field the traits point at (0 when the method has none)
+        return getattr(method_config, name) if name else 0
+
+    tokens = batch_size * (seq_len + field(traits.input_tokens_field))  # soft prompts lengthen every input
     eager = getattr(config, "_attn_implementation", None) == "eager"
-    trains_linears = name in ("full", "lora", "qlora")
-    linear_inputs = 0
-    if trains_linears:
-        linear_inputs = _lora_inputs(config, method_config) if name in ("lora", "qlora") else None
+    linear_inputs = {"none": 0, "targets": 0, "all": None}[traits.linear_inputs]  # None: every linear layer's
+    if traits.linear_inputs == "targets":
+        linear_inputs = targeted_linear_inputs(config, method_config)
     if config.model_type == "gpt2":
         # Korthikanti et al. eq. 1, term by term: per layer s b h (34 + 5 a s / h) bytes with 16-bit
         # activations and 1-byte dropout masks; HF's tanh-GELU keeps 4 tensors where they count 1
@@ -84,8 +86,8 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     else:
         inter = config.intermediate_size
         kv_kept = 2 * kv
-        if name == "prefix_tuning":  # a mask is passed, so transformers repeats k and v to all heads
-            kv_kept = 2 * q * (seq_len + method_config.num_virtual_tokens) / seq_len
+        if traits.kv_tokens_field:  # prefixes pass a mask, so transformers repeats k and v to all heads
+            kv_kept = 2 * q * (seq_len + field(traits.kv_tokens_field)) / seq_len
         per_token = 2 * 4 * h  # the attention and MLP RMSNorms keep their input upcast to fp32
         per_token += (q + kv_kept) * p  # rotated q, k and v, kept by attention
         per_token += q * p  # attention output, kept by the attention backward
@@ -98,21 +100,19 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
         elif eager:
             per_token += heads * seq_len * p  # the softmax matrix (SDPA/flash keep none)
         per_layer = tokens * per_token
-    if name == "llama_adapter":  # gradients flow through the top layers only: the rest keep nothing
-        layers = method_config.adapter_layers
+    if traits.top_layers_field:  # gradients flow through the top layers only: the rest keep nothing
+        layers = field(traits.top_layers_field)
     head = tokens * dims["vocab_size"] * (4 + 4 + p)  # fp32 log-softmax, its gradient, the logits' gradient
     if getattr(config, "final_logit_softcapping", None):
         head += tokens * dims["vocab_size"] * p  # tanh(logits / cap), kept
     return int(layers * per_layer + head)
 
 
-def _lora_inputs(config, method_config) -> int:
-    from peftbook.methods.lora import _matches, linear_shapes
-    from peftbook.models import get_architecture
-
+def targeted_linear_inputs(config, method_config) -> int:
+    """Features per token of the inputs that LoRA's targeted layers keep for backward (shared inputs once)."""
     targets = method_config.targets or get_architecture(config).lora_targets
     shapes = linear_shapes(config)
-    chosen = [name for name in shapes if targets == "all-linear" or any(_matches(name, t) for t in targets)]
+    chosen = [name for name in shapes if targets == "all-linear" or any(matches_suffix(name, t) for t in targets)]
     inputs = {}  # layers that share an input (q, k, v; gate, up) keep it once
     for name in chosen:
         leaf = name.split(".")[-1]
@@ -126,7 +126,7 @@ def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, se
                     dtype="bf16", optimizer: str = "adamw", *, device: str = "cuda") -> dict:
     """Closed-form peak of one steady-state training step: ``peak_bytes``, ``by_category``, counts."""
     check_step_args(batch_size, seq_len, optimizer, device)
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_step_dtype(dtype)
     if method_config is not None:
         method_config.validate()
     config = resolve_config(model_or_config)
@@ -140,8 +140,6 @@ def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, se
     temporaries = counts["trainable"] * p if (device == "cuda" and optimizer == "adamw") else 0
     activations = activation_bytes(config, method_config, batch_size, seq_len, compute_dtype)
     if compute_dtype != torch_dtype:  # autocast keeps a bf16 copy of every linear weight for the backward
-        from peftbook.methods.lora import linear_shapes
-
         linear = model_dims(config)["num_layers"] * sum(i * o for i, o in linear_shapes(config).values())
         activations += (linear - counts["quantized"]) * (torch.finfo(compute_dtype).bits // 8)
     by_category = dict.fromkeys(CATEGORIES, 0)

@@ -48,6 +48,10 @@ class MemoryReport:
     def peak_gb(self) -> float:
         return self.peak_bytes / 1e9
 
+    def peak_summary(self) -> dict:
+        """``{"peak_bytes", "by_category"}``: what a results record keeps of a report."""
+        return {"peak_bytes": int(self.peak_bytes), "by_category": {k: int(v) for k, v in self.by_category.items()}}
+
     def to_dict(self, timeline: bool = False) -> dict:
         data = {"device": self.device, "peak_bytes": int(self.peak_bytes),
                 "by_category": {k: int(v) for k, v in self.by_category.items()},

@@ -25,13 +25,14 @@ Where a GPU differs from this CPU trace (``device="cuda"`` models the first two)
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
+from peftbook.methods import apply, get_method
 
 # "mixed": fp32 weights, gradients and AdamW state, forward under bf16 autocast (mixed precision)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "mixed": torch.float32}
@@ -82,7 +83,8 @@ def autocast_dtype(dtype) -> torch.dtype | None:
     return torch.bfloat16 if dtype == "mixed" else None
 
 
-def resolve_dtype(dtype) -> torch.dtype:
+def resolve_step_dtype(dtype) -> torch.dtype:
+    """The torch dtype of a simulated step's dtype name (``"mixed"``: fp32 weights, bf16 autocast)."""
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype {dtype} is not allowed; allowed: {', '.join(DTYPES)}")
@@ -112,10 +114,7 @@ def build_model(config, dtype: torch.dtype, method_config=None, attn_implementat
 
     Runs as is on real tensors; under ``FakeTensorMode`` it builds the fake model.
     """
-    from torch._subclasses.fake_tensor import is_fake
     from transformers import AutoModelForCausalLM
-
-    import peftbook
 
     kwargs = {"dtype": dtype}
     if attn_implementation is not None:
@@ -125,83 +124,16 @@ def build_model(config, dtype: torch.dtype, method_config=None, attn_implementat
     except Exception as error:  # unknown model_type, inconsistent shapes, ...
         raise ValueError(f"cannot build a causal LM from this config "
                          f"(model_type={getattr(config, 'model_type', None)!r}): {error}") from error
-    fake = is_fake(next(model.parameters()))
-    if fake and method_name(method_config) == "qlora":
-        # QLoRA's own quantizer cannot wrap fake tensors in Params4bit: quantize the same layers here
-        quantize_linears_4bit(model, quant_type=method_config.quant_type, double_quant=method_config.double_quant)
     if method_config is None:
         model.requires_grad_(True)
         return model
-    with _fake_safe_module_to() if fake else nullcontext():
-        peftbook.apply(model, method_config)
-    return model
-
-
-@contextmanager
-def _fake_safe_module_to():
-    """Make ``module.to("cpu")`` a no-op for fake modules (they already are on CPU).
-
-    ``nn.Module._apply`` moves fake parameters with ``swap_tensors``, which refuses tensors that
-    have a weakref, and FakeTensorMode keeps one on every fake tensor: so a method that calls
-    ``encoder.to(device)`` (prefix tuning does) would fail under the simulator though nothing moves.
-    """
-    original = nn.Module.to
-
-    def to(module, *args, **kwargs):
-        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
-        if dtype is None and (device is None or device.type == "cpu"):
-            return module
-        return original(module, *args, **kwargs)
-
-    nn.Module.to = to
-    try:
-        yield
-    finally:
-        nn.Module.to = original
-
-
-def quantize_linears_4bit(model: nn.Module, quant_type: str = "nf4", double_quant: bool = True) -> nn.Module:
-    """Replace the linear layers of the decoder layers by frozen bitsandbytes ``Linear4bit`` ones.
-
-    The same layers as ``peftbook.methods.qlora`` quantizes (embeddings and output head stay), but
-    for fake tensors: ``Params4bit`` cannot wrap a fake tensor, so the packed weight is a plain fake
-    tensor carrying the ``quant_state`` that bitsandbytes' own ``quantize_4bit`` made for it.
-    """
-    import bitsandbytes as bnb
-    import bitsandbytes.functional as bnbf
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-    from transformers.pytorch_utils import Conv1D
-
-    from peftbook.models import get_architecture
-
-    # bitsandbytes builds its quantization maps with .tolist(), which fake tensors cannot do: warm its cache
-    with unset_fake_temporarily():
-        bnbf.quantize_4bit(torch.zeros(64, 64), quant_type=quant_type, compress_statistics=double_quant)
-    prefix = get_architecture(model).layers + "."
-    for name, child in list(model.named_modules()):
-        if not (name.startswith(prefix) and isinstance(child, (nn.Linear, Conv1D))):
-            continue
-        weight = child.weight.detach()
-        weight = weight.T.contiguous() if isinstance(child, Conv1D) else weight  # (out, in)
-        with unset_fake_temporarily():  # a module shell on the meta device, no data
-            layer = bnb.nn.Linear4bit(weight.shape[1], weight.shape[0], bias=child.bias is not None,
-                                      compute_dtype=weight.dtype, quant_type=quant_type,
-                                      compress_statistics=double_quant, device="meta")
-        packed, state = bnbf.quantize_4bit(weight, quant_type=quant_type, compress_statistics=double_quant)
-        for key, value in dict(quant_state=state, bnb_quantized=True, quant_type=quant_type, blocksize=64,
-                               compress_statistics=double_quant, quant_storage=torch.uint8, _is_param=True,
-                               module=layer).items():
-            setattr(packed, key, value)
-        layer._parameters["weight"] = packed
-        layer._parameters["bias"] = None if child.bias is None else nn.Parameter(child.bias.detach(), requires_grad=False)
-        layer.requires_grad_(False)
-        parent_name, _, child_name = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child_name, layer)
+    apply(model, method_config)  # QLoRA quantizes fake weights with bitsandbytes' own kernels too
     return model
 
 
 # -- one training step -----------------------------------------------------------------------
-def make_optimizer(name: str, model: nn.Module, device_type: str, lr: float = 1e-4):
+def step_optimizer(name: str, model: nn.Module, device_type: str, lr: float = 1e-4):
+    """The optimizer of the profiled step, as PyTorch builds it on ``device_type`` (foreach on CUDA)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: nothing to optimize")
@@ -253,7 +185,7 @@ def profile_step(model, batch_size: int, seq_len: int, optimizer: str = "adamw",
     """
     device = torch.device(device)
     as_device = torch.device(as_device or device)
-    opt = make_optimizer(optimizer, model, as_device.type)
+    opt = step_optimizer(optimizer, model, as_device.type)
     vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size")
     input_ids = torch.randint(0, vocab, (batch_size, seq_len), device=device)
     model.train()
@@ -283,7 +215,7 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     check_step_args(batch_size, seq_len, optimizer, device)
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_step_dtype(dtype)
     if method_config is not None:
         method_config.validate()
     config = resolve_config(model_or_config)
@@ -294,7 +226,7 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
                               autocast=autocast_dtype(dtype))
     report.device = f"{device} (simulated)"
     report.notes.append("steady-state step (the second): AdamW state exists on entry")
-    if method_name(method_config) == "qlora":
+    if get_method(method_name(method_config)).memory.quantized_base:
         report.notes.append("4-bit weights: bitsandbytes' own quantize_4bit on fake tensors (exact storage)")
     return report
 
@@ -308,7 +240,7 @@ def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: st
     """
     check_step_args(batch_size, seq_len, optimizer, "cpu")
     if dtype is not None:
-        resolve_dtype(dtype)
+        resolve_step_dtype(dtype)
     device = device or next(model.parameters()).device
     return profile_step(model, batch_size, seq_len, optimizer, device, simulated=False,
                         autocast=autocast_dtype(dtype))

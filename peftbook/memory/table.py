@@ -13,10 +13,11 @@ import copy
 from peftbook.memory.estimate import RULE_OF_THUMB_BYTES_PER_PARAM, estimate_memory
 from peftbook.memory.measure import CATEGORIES, MemoryReport
 from peftbook.memory.simulate import resolve_config, simulate_memory
+from peftbook.methods import TRAINABLE_METHODS, make_config
+from peftbook.zoo import llama_config
 
 TABLE_SIZES = ("1B", "8B", "70B", "405B")
 TABLE_SEQ_LENS = (512, 2048)
-TABLE_METHODS = ("full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "llama_adapter")
 
 
 def simulate_by_depth(model_or_config, method_config=None, batch_size=1, seq_len=512, dtype="bf16",
@@ -45,16 +46,13 @@ def simulate_by_depth(model_or_config, method_config=None, batch_size=1, seq_len
 
 
 def default_method_config(name: str):
-    from peftbook.methods import make_config
-
+    """The method's default config; full fine-tuning as ``None`` (every parameter trains)."""
     return None if name == "full" else make_config(name)
 
 
-def rule_of_thumb_table(sizes=TABLE_SIZES, seq_lens=TABLE_SEQ_LENS, methods=TABLE_METHODS, *, batch_size=1,
+def rule_of_thumb_table(sizes=TABLE_SIZES, seq_lens=TABLE_SEQ_LENS, methods=TRAINABLE_METHODS, *, batch_size=1,
                         dtype="bf16", optimizer="adamw", device="cuda", progress=None) -> list[dict]:
     """One row per (size, method, seq_len): simulated and estimated bytes, GB per 1B parameters."""
-    from peftbook.zoo import llama_config
-
     rows = []
     for size in sizes:
         config = llama_config(size)

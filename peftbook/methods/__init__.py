@@ -1,6 +1,12 @@
-"""Every PEFT method behind one small surface.
+"""Every PEFT method behind one small surface, and the one registry that names them.
 
-Each trainable method is one file in this package that defines:
+``METHODS`` is the registry: for each method its file, its config class, its training defaults on
+the tiny base (per task where a task needs others), an optional builder of the same method in
+Hugging Face PEFT (for comparisons) and what the closed-form memory estimate needs to know of it.
+The CLI, the benchmark, the memory estimate and table, and the package root read it; nothing else
+lists methods. **Adding a method** = one file in this package + one ``Method`` entry below.
+
+A trainable method's file defines:
 
 * a ``@dataclass`` config with a class attribute ``method`` (its registry name) and a
   ``validate()`` that raises ``ValueError`` naming the bad value and what is allowed;
@@ -9,53 +15,129 @@ Each trainable method is one file in this package that defines:
   where the method is PEFT-compatible);
 * ``load_adapter_state(model, state)``: the inverse, raising on a shape mismatch;
 * ``num_trainable(model_config, config) -> int``: the closed-form count of trainable parameters;
-* optionally ``peft_adapter_config(model, config) -> dict``: HF PEFT's ``adapter_config.json``.
+* optionally ``peft_adapter_config(model, config) -> dict``: HF PEFT's ``adapter_config.json``,
+  and ``hf_peft_config(model, config)``: the same method as a ``peft`` config object.
+
+Few-shot prompting is in the registry too (it is a row of every comparison) but trains nothing:
+it has a config and its own prompt builder and scorers, no ``inject``.
 
 The functions here (``apply``, ``trainable_parameters``, ``save_adapter``, ``load_adapter``,
 ``merge``) do the shared bookkeeping so that method files only hold the method.
 """
 from __future__ import annotations
 
-import importlib
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 import torch
 from torch import nn
 
-# registry name -> module path; filled as method files land
-_METHOD_MODULES = {
-    "prompt_tuning": "peftbook.methods.prompt_tuning",
-    "prefix_tuning": "peftbook.methods.prefix_tuning",
-    "llama_adapter": "peftbook.methods.llama_adapter",
-    "lora": "peftbook.methods.lora",
-    "qlora": "peftbook.methods.qlora",
-    "full": "peftbook.methods.full",
-}
-TRAINABLE_METHODS = tuple(_METHOD_MODULES)
-ALL_METHODS = ("few_shot",) + TRAINABLE_METHODS
-CONFIG_ATTR = "peftbook_config"
+from peftbook.methods import few_shot, full, llama_adapter, lora, prefix_tuning, prompt_tuning, qlora
+from peftbook.surgery import applied_config, set_applied_config
 
 
-def method_module(name: str):
-    if name not in _METHOD_MODULES:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(TRAINABLE_METHODS)}")
-    return importlib.import_module(_METHOD_MODULES[name])
+@dataclass(frozen=True)
+class MemoryTraits:
+    """What the closed-form memory estimate needs to know of a method (``memory/estimate.py``)."""
+
+    input_tokens_field: str | None = None  # config field: virtual tokens prepended to the input
+    kv_tokens_field: str | None = None  # config field: prefix tokens added to every layer's keys/values
+    top_layers_field: str | None = None  # config field: only the top N layers get gradients
+    linear_inputs: str = "none"  # which linear layers' inputs backward keeps: "none" | "targets" | "all"
+    quantized_base: bool = False  # the frozen decoder linears are stored in 4 bits
+    trains_base_weights: bool = False  # the trainable parameters are the base's own (none are added)
 
 
-def config_class(name: str):
-    """The config dataclass of a method, e.g. ``config_class("lora") is LoRAConfig``."""
-    module = method_module(name)
-    for value in vars(module).values():
-        if isinstance(value, type) and getattr(value, "method", None) == name and hasattr(value, "__dataclass_fields__"):
-            return value
-    raise RuntimeError(f"method module {module.__name__} defines no config with method={name!r}")
+@dataclass(frozen=True)
+class Method:
+    """One registry entry."""
+
+    name: str
+    module: ModuleType  # the method's file
+    config: type  # its config dataclass
+    lr: float | None  # peak learning rate on the tiny base (chosen on validation); None: trains nothing
+    defaults: dict = field(default_factory=dict)  # config fields the benchmark and the train CLI use
+    task_overrides: dict = field(default_factory=dict)  # task -> {"config": {...}, "lr": ...}
+    hf_peft: Callable | None = None  # (model, config) -> the peft config of the same method
+    memory: MemoryTraits = MemoryTraits()
+    cuda_optimizer: str = "adamw"  # what train's optimizer="auto" takes on CUDA (QLoRA: paged 8-bit AdamW)
+
+    @property
+    def trains(self) -> bool:
+        return self.lr is not None
+
+
+# Learning rates differ a lot between methods: a prompt of a few vectors moved through a frozen
+# network needs a far larger step than LoRA (Lester et al. use 0.3 with Adafactor), and full
+# fine-tuning, which moves every weight, the smallest. Each was chosen with
+# ``bench.tune_learning_rates`` on the validation split (never test); benchmarks/README.md records
+# those sweeps. data2text has to copy names and values into the sentence: LoRA/QLoRA there adapt
+# every linear layer (as the QLoRA paper recommends, arXiv 2305.14314 Sec. 4) without dropout, and
+# full fine-tuning takes a larger step.
+_ALL_LINEAR = {"config": {"targets": "all-linear", "dropout": 0.0}}
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("few_shot", few_shot, few_shot.FewShotConfig, lr=None, defaults={"shots": 8}),
+    Method("prompt_tuning", prompt_tuning, prompt_tuning.PromptTuningConfig, lr=1e-1,
+           defaults={"num_virtual_tokens": 20, "init": "vocab"}, hf_peft=prompt_tuning.hf_peft_config,
+           memory=MemoryTraits(input_tokens_field="num_virtual_tokens")),
+    Method("prefix_tuning", prefix_tuning, prefix_tuning.PrefixTuningConfig, lr=1e-1,
+           defaults={"num_virtual_tokens": 10}, hf_peft=prefix_tuning.hf_peft_config,
+           memory=MemoryTraits(kv_tokens_field="num_virtual_tokens")),
+    # all 4 layers of the tiny base (the paper: the top 30 of LLaMA-7B's 32)
+    Method("llama_adapter", llama_adapter, llama_adapter.LlamaAdapterConfig, lr=3e-2,
+           defaults={"adapter_len": 10, "adapter_layers": 4}, hf_peft=llama_adapter.hf_peft_config,
+           memory=MemoryTraits(top_layers_field="adapter_layers")),
+    Method("lora", lora, lora.LoRAConfig, lr=3e-3, defaults={"rank": 8, "alpha": 16, "dropout": 0.05},
+           task_overrides={"data2text": _ALL_LINEAR}, hf_peft=lora.hf_peft_config,
+           memory=MemoryTraits(linear_inputs="targets")),
+    Method("qlora", qlora, qlora.QLoRAConfig, lr=3e-3, defaults={"rank": 8, "alpha": 16, "dropout": 0.05},
+           task_overrides={"data2text": _ALL_LINEAR},
+           memory=MemoryTraits(linear_inputs="targets", quantized_base=True), cuda_optimizer="paged_adamw_8bit"),
+    Method("full", full, full.FullFinetuneConfig, lr=3e-4, task_overrides={"data2text": {"lr": 2e-3}},
+           memory=MemoryTraits(linear_inputs="all", trains_base_weights=True)),
+)}
+ALL_METHODS = tuple(METHODS)
+TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.trains)
+HF_PEFT_METHODS = tuple(name for name, m in METHODS.items() if m.hf_peft is not None)
+# Training steps per task on the tiny base: data2text's copying skill appears late (see benchmarks/README.md)
+DEFAULT_STEPS = {"sentiment": 600, "data2text": 1200}
+OTHER_TASK_STEPS = 200
+
+
+def get_method(name: str) -> Method:
+    """The registry entry of ``name``; an unknown name raises listing the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def trainable_method(name: str) -> Method:
+    """Like ``get_method``, for a method that trains (few-shot does not)."""
+    method = get_method(name)
+    if not method.trains:
+        raise ValueError(f"method {name!r} trains nothing (use `python -m peftbook fewshot`); "
+                         f"trainable methods: {', '.join(TRAINABLE_METHODS)}")
+    return method
+
+
+def method_defaults(name: str, task=None) -> dict:
+    """``{"config": {...}, "lr": ...}`` of method ``name`` for ``task`` (a name or a Task)."""
+    method = get_method(name)
+    override = method.task_overrides.get(getattr(task, "name", task), {})
+    return {"config": {**method.defaults, **override.get("config", {})}, "lr": override.get("lr", method.lr)}
+
+
+def default_steps(task) -> int:
+    """Training steps of ``task`` (a name or a Task) when none are given."""
+    return DEFAULT_STEPS.get(getattr(task, "name", task), OTHER_TASK_STEPS)
 
 
 def make_config(name: str, **overrides):
     """Build a method's config by name; unknown fields raise naming the allowed ones."""
-    cls = config_class(name)
+    cls = get_method(name).config
     allowed = {f.name for f in fields(cls)}
     unknown = set(overrides) - allowed
     if unknown:
@@ -63,26 +145,33 @@ def make_config(name: str, **overrides):
     return cls(**overrides)
 
 
+def method_of(config) -> Method:
+    """The trainable method a config instance belongs to; a clear error for anything else."""
+    if isinstance(config, type):
+        raise ValueError(f"apply() takes a config instance, not the class {config.__name__}: "
+                         f"write {config.__name__}()")
+    name = getattr(config, "method", None)
+    if not isinstance(name, str) or name not in METHODS or not isinstance(config, METHODS[name].config):
+        raise ValueError(f"{config!r} is not a method config; use one of "
+                         + ", ".join(METHODS[m].config.__name__ for m in TRAINABLE_METHODS))
+    return trainable_method(name)
+
+
 def apply(model: nn.Module, config) -> nn.Module:
     """Inject a method into ``model`` (in place) and leave only its parameters trainable.
 
     Applying a second method (or the same one twice) raises: unwrap by reloading the base.
     """
-    name = getattr(config, "method", None)
-    module = method_module(name)
-    if getattr(model, CONFIG_ATTR, None) is not None:
-        raise ValueError(f"a method ({getattr(model, CONFIG_ATTR).method}) is already applied to this model; "
+    method = method_of(config)
+    if applied_config(model) is not None:
+        raise ValueError(f"a method ({applied_config(model).method}) is already applied to this model; "
                          "load a fresh base model to apply another")
     config.validate()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    module.inject(model, config)
-    setattr(model, CONFIG_ATTR, config)
+    method.module.inject(model, config)
+    set_applied_config(model, config)
     return model
-
-
-def applied_config(model: nn.Module):
-    return getattr(model, CONFIG_ATTR, None)
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
@@ -110,12 +199,13 @@ def save_adapter(model: nn.Module, directory) -> Path:
     config = applied_config(model)
     if config is None:
         raise ValueError("no peftbook method is applied to this model; call peftbook.apply(model, config) first")
-    module = method_module(config.method)
+    module = get_method(config.method).module
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in module.adapter_state(model).items()}
     save_file(state, str(directory / "adapter_model.safetensors"))
-    meta = {"method": config.method, "config": asdict(config), "base_model": _base_name(model)}
+    base_model = str(getattr(getattr(model, "config", None), "_name_or_path", ""))
+    meta = {"method": config.method, "config": asdict(config), "base_model": base_model}
     (directory / "peftbook_adapter.json").write_text(json.dumps(meta, indent=2, default=str))
     if hasattr(module, "peft_adapter_config"):
         peft_config = module.peft_adapter_config(model, config)
@@ -132,10 +222,10 @@ def load_adapter(base_model: nn.Module, directory) -> nn.Module:
     if not meta_path.exists():
         raise FileNotFoundError(f"{directory} holds no peftbook_adapter.json: not an adapter saved by save_adapter")
     meta = json.loads(meta_path.read_text())
-    config = make_config(meta["method"], **meta["config"]) if meta["config"] else make_config(meta["method"])
+    config = make_config(meta["method"], **(meta["config"] or {}))
     apply(base_model, config)
     state = load_file(str(directory / "adapter_model.safetensors"))
-    method_module(config.method).load_adapter_state(base_model, state)
+    get_method(config.method).module.load_adapter_state(base_model, state)
     return base_model
 
 
@@ -146,38 +236,30 @@ def merge(model: nn.Module, unload: bool = False) -> nn.Module:
     a plain model that runs at exactly the base's cost, but can no longer be unmerged or saved as an
     adapter. Without it the wrappers stay (one extra call per layer) and ``unmerge`` restores the base.
     """
-    config = applied_config(model)
-    if config is None or config.method not in ("lora", "qlora"):
-        raise ValueError("merge() applies to LoRA and QLoRA only; "
-                         f"this model has {getattr(config, 'method', 'no method')}")
-    method_module(config.method).merge(model)
+    module = mergeable(model, "merge")
+    module.merge(model)
     if unload:
-        method_module("lora").unload(model)
-        delattr(model, CONFIG_ATTR)
+        lora.unload(model)
+        set_applied_config(model, None)
     return model
 
 
 def unmerge(model: nn.Module) -> nn.Module:
+    """Subtract the merged LoRA/QLoRA update again (not after ``merge(unload=True)``)."""
+    return mergeable(model, "unmerge").unmerge(model)
+
+
+def mergeable(model: nn.Module, verb: str) -> ModuleType:
+    """The file of the method applied to ``model`` when it can merge (LoRA, QLoRA); else a clear error."""
     config = applied_config(model)
-    if config is None or config.method not in ("lora", "qlora"):
-        raise ValueError("unmerge() applies to LoRA and QLoRA only")
-    return method_module(config.method).unmerge(model)
+    module = get_method(config.method).module if config is not None else None
+    if module is None or not hasattr(module, "merge"):
+        mergeable_names = [name for name, m in METHODS.items() if hasattr(m.module, "merge")]
+        raise ValueError(f"{verb}() applies to {', '.join(mergeable_names)} only; "
+                         f"this model has {getattr(config, 'method', 'no method')}")
+    return module
 
 
-def copy_state_checked(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:
-    """Copy ``state`` into the tensors of ``target`` (same keys), naming both shapes on a mismatch."""
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    if missing or unexpected:
-        raise ValueError(f"{what}: saved adapter keys do not match this model "
-                         f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
-    with torch.no_grad():
-        for key, tensor in target.items():
-            if tuple(tensor.shape) != tuple(state[key].shape):
-                raise ValueError(f"{what}: {key} has shape {tuple(state[key].shape)} in the saved adapter "
-                                 f"but {tuple(tensor.shape)} in this model (a different base?)")
-            tensor.copy_(state[key].to(tensor.dtype))
-
-
-def _base_name(model: nn.Module) -> str:
-    return str(getattr(getattr(model, "config", None), "_name_or_path", ""))
+__all__ = ["METHODS", "Method", "MemoryTraits", "ALL_METHODS", "TRAINABLE_METHODS", "HF_PEFT_METHODS",
+           "DEFAULT_STEPS", "get_method", "trainable_method", "method_defaults", "default_steps", "make_config",
+           "apply", "applied_config", "trainable_parameters", "save_adapter", "load_adapter", "merge", "unmerge"]

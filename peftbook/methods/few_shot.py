@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from peftbook.evaluate import continuation_logprobs, encode_prompt, encode_target, generate, next_token_logprobs
+from peftbook.batching import encode_prompt, encode_target
+from peftbook.evaluate import continuation_logprobs, generate, next_token_logprobs
 
 SELECTIONS = ("random", "balanced")
 CONTENT_FREE = "N/A"
@@ -31,6 +33,7 @@ CONTENT_FREE = "N/A"
 
 @dataclass
 class FewShotConfig:
+    method: ClassVar[str] = "few_shot"
     shots: int = 4                 # examples in the prompt (0 = zero-shot)
     selection: str = "random"      # "random" | "balanced" (class-balanced, classification only)
     calibrate: bool = False        # contextual calibration with the content-free input "N/A"
@@ -39,18 +42,20 @@ class FewShotConfig:
     max_new_tokens: int = 48       # generation tasks
     separator: str = "\n\n"
 
-    def validate(self, num_train: int | None = None) -> None:
+    def validate(self) -> None:
+        """Field checks; ``select_shots`` checks ``shots`` against the training set it draws from."""
         if not isinstance(self.shots, int) or self.shots < 0:
             raise ValueError(f"shots={self.shots!r} is not allowed; use an integer >= 0")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection={self.selection!r} is not allowed; allowed: {', '.join(SELECTIONS)}")
-        if num_train is not None and self.shots > num_train:
-            raise ValueError(f"shots={self.shots} is more than the {num_train} training examples to draw from")
 
 
 def select_shots(train: list, config: FewShotConfig) -> list:
     """Draw ``config.shots`` training examples (random or class-balanced) in shuffled order."""
-    config.validate(len(train))
+    config.validate()
+    if config.shots > len(train):
+        raise ValueError(f"shots={config.shots} is more than the {len(train)} training examples to draw from; "
+                         f"allowed: 0 to {len(train)}")
     rng = random.Random(config.seed)
     if config.selection == "balanced" and config.shots:
         by_label: dict[str, list] = {}
@@ -70,6 +75,16 @@ def select_shots(train: list, config: FewShotConfig) -> list:
 def build_prompt(task, shots: list, example, separator: str = "\n\n") -> str:
     """The k demonstrations (prompt + target each), then the query's prompt."""
     return "".join(task.prompt(s) + task.target(s) + separator for s in shots) + task.prompt(example)
+
+
+def task_with_demonstrations(task, shots: list, separator: str = "\n\n"):
+    """A copy of ``task`` whose prompt starts with the demonstrations ``shots`` (as ``build_prompt``
+    writes them), so ``peftbook.evaluate`` scores and times k-shot prompting like any other method."""
+    from dataclasses import replace
+
+    template = "".join(task.prompt(s) + task.target(s) + separator for s in shots)
+    template = template.replace("{", "{{").replace("}", "}}") + task.prompt_template
+    return replace(task, prompt_template=template)
 
 
 def context_length(model) -> int:
@@ -155,26 +170,28 @@ def few_shot_curve(model, tokenizer, task, shots: list[int], draws: int = 5, see
         raise ValueError(f"draws={draws} is not allowed; use an integer >= 1")
     train, examples = task.examples("train"), task.examples(split)
     examples = examples[:num_examples] if num_examples else examples
-    for k in shots:
-        FewShotConfig(shots=k, **config).validate(len(train))
+    for k in shots:  # every k is checked before the first forward pass
+        select_shots(train, FewShotConfig(shots=k, **config))
     from tqdm.auto import tqdm
 
     evaluate = evaluate_classification if task.kind == "classification" else evaluate_generation
     bar = tqdm(total=sum(draws if k else 1 for k in shots), desc=f"few-shot {task.name}", disable=not progress)
     results = []
     for k in shots:
-        values, used = [], []
+        draws_k = []
         for d in range(draws if k else 1):
             config_k = FewShotConfig(shots=k, seed=seed + d, **config)
-            scores = evaluate(model, tokenizer, task, examples, train, config_k)
-            values.append(scores[task.metric])
-            used.append(scores.get("shots_used", k))
+            draws_k.append(evaluate(model, tokenizer, task, examples, train, config_k))
             bar.update()
+        values = [scores[task.metric] for scores in draws_k]
         mean = sum(values) / len(values)
         std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
         row = {"shots": k, "mean": mean, "std": std, "values": values}
         if task.kind != "classification":  # long demonstrations may not all fit the context
-            row["shots_used"] = sum(used) / len(used)
+            row["shots_used"] = sum(scores.get("shots_used", k) for scores in draws_k) / len(draws_k)
+        for key in ("bleu", "rougeL"):  # a generation task's text metrics, averaged over the draws
+            if all(key in scores for scores in draws_k):
+                row[key] = sum(scores[key] for scores in draws_k) / len(draws_k)
         results.append(row)
     bar.close()
     return results

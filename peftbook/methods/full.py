@@ -15,9 +15,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from peftbook.methods import copy_state_checked
-from peftbook.methods.lora import linear_shapes
 from peftbook.models import model_dims
+from peftbook.surgery import copy_state_checked, linear_shapes
 
 
 @dataclass

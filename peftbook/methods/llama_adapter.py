@@ -30,7 +30,8 @@ What we do differently from HF PEFT (``peft.AdaptionPromptConfig``) and why:
   architecture (the paper adds before ``wo``).
 * Coverage: PEFT supports llama, mistral and gpt2. We wrap the attention module of any architecture in
   ``peftbook.models.ARCHITECTURES`` and reuse the model's own pieces: fused ``qkv_proj``/``c_attn`` (phi3,
-  gpt2), the model's ``apply_rotary_pos_emb`` (phi3's partial rotary), ``q_norm``/``k_norm`` (qwen3),
+  gpt2), the rotary embeddings the decoder layer passes (``surgery.apply_rotary``, partial rotary as
+  phi3 does), ``q_norm``/``k_norm`` (qwen3),
   ``scaling`` and logit soft-capping (gemma2). GQA as in PEFT: the kv-head adapter keys/values are repeated
   to the query heads in ``repeat_kv`` order.
 * The query is recomputed from the hidden states (as PEFT does): one extra query projection per adapted
@@ -41,7 +42,6 @@ What we do differently from HF PEFT (``peft.AdaptionPromptConfig``) and why:
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peftbook.methods import copy_state_checked
 from peftbook.models import decoder_layers, get_architecture, model_dims
+from peftbook.surgery import apply_rotary, copy_state_checked
 
 GATES = ("per_head_tanh", "scalar")
 PARAMETER_NAMES = ("adaption_prompt", "adaption_gate")
@@ -88,8 +88,6 @@ class AdaptedAttention(nn.Module):
             torch.randn(config.adapter_len, dims["hidden_size"], device=weight.device, dtype=dtype))
         gate_size = self.num_heads if config.gate == "per_head_tanh" else 1
         self.adaption_gate = nn.Parameter(torch.zeros(gate_size, device=weight.device, dtype=dtype))
-        # the model's own RoPE function (None for gpt2, which has learned absolute positions instead)
-        self.apply_rotary = getattr(sys.modules[type(attention).__module__], "apply_rotary_pos_emb", None)
 
     def forward(self, hidden_states, *args, **kwargs):
         adapter_output = self.adapter_attention(hidden_states, kwargs.get("position_embeddings"))
@@ -106,13 +104,8 @@ class AdaptedAttention(nn.Module):
         batch, length, _ = hidden_states.shape
         query = self._query(hidden_states).view(batch, length, self.num_heads, self.head_dim)
         query = self._norm("q_norm", query).transpose(1, 2)  # (B, nh, T, hd)
-        if (self.apply_rotary is None) != (position_embeddings is None):  # rotate exactly when the model does
-            raise RuntimeError(f"{type(self.attention).__name__}: LLaMA-Adapter needs both the rotary "
-                               "position_embeddings passed by the decoder layer and the model's apply_rotary_pos_emb, "
-                               "or neither (learned absolute positions, like gpt2)")
-        if self.apply_rotary is not None:
-            cos, sin = position_embeddings
-            query, _ = self.apply_rotary(query, query, cos, sin)  # same rotation as the layer's own queries
+        if position_embeddings is not None:  # rotary models rotate their queries; gpt2 has absolute positions
+            query = apply_rotary(query, *position_embeddings)  # (B, nh, T, hd), as the layer's own queries
 
         _, key, value = self._project(self.adaption_prompt)  # (P, kv * hd) each; no RoPE on the prompt
         key = self._norm("k_norm", key.view(-1, self.num_kv_heads, self.head_dim)).transpose(0, 1)  # (kv, P, hd)
@@ -183,3 +176,15 @@ def num_trainable(model_config, config: LlamaAdapterConfig) -> int:
     dims = model_dims(model_config)
     gates = dims["num_heads"] if config.gate == "per_head_tanh" else 1
     return config.adapter_layers * (config.adapter_len * dims["hidden_size"] + gates)
+
+
+def hf_peft_config(model: nn.Module, config: LlamaAdapterConfig):
+    """HF PEFT's adaption prompt with the same sizes (for comparisons; needs ``peft``).
+
+    PEFT's gate is one scalar without tanh, ours per head through tanh by default: the comparison is
+    of the method's cost, not of identical numbers (``gate="scalar"`` is PEFT's variant).
+    """
+    import peft
+
+    return peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=config.adapter_len,
+                                     adapter_layers=config.adapter_layers)

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook.methods import copy_state_checked
 from peftbook.models import get_architecture, model_dims
+from peftbook.surgery import copy_state_checked, is_linear, linear_shapes, matches_suffix, replace_module
 
 PEFT_PREFIX = "base_model.model."  # HF PEFT's key prefix for the wrapped model
 
@@ -119,25 +119,17 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Conv1D))  # bnb Linear4bit is an nn.Linear subclass
-
-
-def _matches(name: str, target: str) -> bool:
-    return name == target or name.endswith("." + target)
-
-
 def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
     """Full names of the linear layers ``config.targets`` selects; raises naming the candidates."""
     output_layer = model.get_output_embeddings()
     linears = {name for name, module in model.named_modules()
-               if _is_linear(module) and module is not output_layer and ".lora_" not in name}
+               if is_linear(module) and module is not output_layer and ".lora_" not in name}
     if config.targets == "all-linear":
         return sorted(linears)
     targets = list(config.targets or get_architecture(model).lora_targets)
     chosen = set()
     for target in targets:
-        found = {name for name in linears if _matches(name, target)}
+        found = {name for name in linears if matches_suffix(name, target)}
         if not found:
             candidates = sorted({name.rsplit(".", 1)[-1] for name in linears})
             raise ValueError(f"LoRA target {target!r} matches no linear layer of this "
@@ -148,10 +140,8 @@ def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
 
 def inject(model: nn.Module, config: LoRAConfig, dtype: torch.dtype | None = None) -> None:
     for name in resolve_targets(model, config):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, LoRALinear(getattr(parent, child), config.rank, config.alpha,
-                                          config.dropout, config.use_rslora, dtype))
+        base = model.get_submodule(name)
+        replace_module(model, name, LoRALinear(base, config.rank, config.alpha, config.dropout, config.use_rslora, dtype))
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -181,6 +171,16 @@ def peft_adapter_config(model: nn.Module, config: LoRAConfig) -> dict:
     }
 
 
+def hf_peft_config(model: nn.Module, config: LoRAConfig):
+    """The same adapter as a ``peft.LoraConfig`` (for comparisons; needs the ``peft`` package)."""
+    import peft
+
+    targets = config.targets  # None: the architecture's default; "all-linear" means the same in PEFT
+    return peft.LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                           use_rslora=config.use_rslora, target_modules=targets if isinstance(targets, str)
+                           else list(targets or get_architecture(model).lora_targets))
+
+
 def merge(model: nn.Module) -> nn.Module:
     """Fold ``scaling * B A`` into every wrapped weight (in fp32, stored in the base's dtype).
 
@@ -208,27 +208,8 @@ def unload(model: nn.Module) -> nn.Module:
     for name, module in lora_modules(model).items():
         if not module.merged:
             raise ValueError(f"{name} is not merged; merge before unloading (peftbook.merge(model, unload=True))")
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, module.base)
+        replace_module(model, name, module.base)
     return model
-
-
-def linear_shapes(model_config) -> dict[str, tuple[int, int]]:
-    """(in, out) of every linear layer in one decoder layer, by name relative to the layer."""
-    dims = model_dims(model_config)
-    hidden, heads, kv = dims["hidden_size"], dims["num_heads"], dims["num_kv_heads"]
-    q_size, kv_size = heads * dims["head_dim"], kv * dims["head_dim"]
-    if model_config.model_type == "gpt2":
-        inner = model_config.n_inner or 4 * hidden
-        return {"attn.c_attn": (hidden, 3 * hidden), "attn.c_proj": (hidden, hidden),
-                "mlp.c_fc": (hidden, inner), "mlp.c_proj": (inner, hidden)}
-    inter = model_config.intermediate_size
-    if model_config.model_type == "phi3":  # fused q/k/v and gate/up projections
-        return {"self_attn.qkv_proj": (hidden, q_size + 2 * kv_size), "self_attn.o_proj": (q_size, hidden),
-                "mlp.gate_up_proj": (hidden, 2 * inter), "mlp.down_proj": (inter, hidden)}
-    return {"self_attn.q_proj": (hidden, q_size), "self_attn.k_proj": (hidden, kv_size),
-            "self_attn.v_proj": (hidden, kv_size), "self_attn.o_proj": (q_size, hidden),
-            "mlp.gate_proj": (hidden, inter), "mlp.up_proj": (hidden, inter), "mlp.down_proj": (inter, hidden)}
 
 
 def num_trainable(model_config, config: LoRAConfig) -> int:
@@ -236,9 +217,9 @@ def num_trainable(model_config, config: LoRAConfig) -> int:
     shapes = linear_shapes(model_config)
     targets = config.targets or get_architecture(model_config).lora_targets
     per_layer = sum(config.rank * (d_in + d_out) for name, (d_in, d_out) in shapes.items()
-                    if targets == "all-linear" or any(_matches(name, t) for t in targets))
+                    if targets == "all-linear" or any(matches_suffix(name, t) for t in targets))
     return per_layer * model_dims(model_config)["num_layers"]
 
 
 __all__ = ["LoRAConfig", "LoRALinear", "inject", "merge", "unmerge", "unload", "adapter_state", "load_adapter_state",
-           "num_trainable", "peft_adapter_config", "lora_modules", "resolve_targets"]
+           "num_trainable", "peft_adapter_config", "hf_peft_config", "lora_modules", "resolve_targets"]

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from peftbook.methods import CONFIG_ATTR, copy_state_checked
-from peftbook.methods.prompt_tuning import extend_attention_mask, forward_kwargs
 from peftbook.models import model_dims
+from peftbook.surgery import (add_forward_pre_hook, applied_config, copy_state_checked, extend_attention_mask,
+                              forward_kwargs, set_applied_config)
 
 
 @dataclass
@@ -58,15 +58,19 @@ class PrefixTuningConfig:
 class PrefixEncoder(nn.Module):
     """Produces the flat prefix ``(n, layers * 2 * kv_dim)``: a plain parameter, or ``MLP(P')``."""
 
-    def __init__(self, num_virtual_tokens: int, num_layers: int, kv_dim: int, projection_hidden_size: int | None):
+    def __init__(self, num_virtual_tokens: int, num_layers: int, kv_dim: int, projection_hidden_size: int | None,
+                 device=None):
         super().__init__()
         width = num_layers * 2 * kv_dim
+        # drawn on the CPU generator and then placed, so a seed gives the same prefix on every device
         if projection_hidden_size is None:
-            self.prefix = nn.Parameter(torch.randn(num_virtual_tokens, width))  # (n, L*2*kv_dim)
+            self.prefix = nn.Parameter(torch.randn(num_virtual_tokens, width).to(device))  # (n, L*2*kv_dim)
         else:
-            self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, kv_dim))  # P': (n, kv_dim)
+            self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, kv_dim).to(device))  # P': (n, kv_dim)
             self.mlp = nn.Sequential(nn.Linear(kv_dim, projection_hidden_size), nn.Tanh(),
                                      nn.Linear(projection_hidden_size, width))
+            if device is not None and torch.device(device).type != "cpu":  # made on the CPU already
+                self.mlp.to(device)
 
     def forward(self) -> torch.Tensor:
         return self.mlp(self.embedding) if hasattr(self, "mlp") else self.prefix
@@ -75,9 +79,9 @@ class PrefixEncoder(nn.Module):
 def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     _refuse_gradient_checkpointing(model)
     hidden = config.projection_hidden_size if config.prefix_projection else None
-    encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden)
-    model.prefix_encoder = encoder.to(model.get_input_embeddings().weight.device)
-    model.register_forward_pre_hook(_insert_prefix, with_kwargs=True)
+    model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden,
+                                         device=model.get_input_embeddings().weight.device)
+    add_forward_pre_hook(model, _insert_prefix)
 
 
 def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -98,7 +102,7 @@ def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     cache = kwargs.pop("past_key_values", None)  # the name before transformers 5
     cache = kwargs.get("cache") if cache is None else cache
     inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
-    n = model.peftbook_config.num_virtual_tokens
+    n = applied_config(model).num_virtual_tokens
     if cache is None:
         cache = DynamicCache(prefix_key_values(model, inputs.shape[0]), config=model.config)
     elif cache.get_seq_length() == 0:  # the empty cache generate() made: the prefill step
@@ -126,11 +130,12 @@ def fold(model: nn.Module) -> nn.Module:
     encoder = model.prefix_encoder
     if not hasattr(encoder, "mlp"):
         return model
-    folded = PrefixEncoder(encoder.embedding.shape[0], *_layers_and_kv_dim(model.config), None)
+    folded = PrefixEncoder(encoder.embedding.shape[0], *_layers_and_kv_dim(model.config), None,
+                           device=encoder.embedding.device)
     with torch.no_grad():
         folded.prefix.copy_(encoder())
-    model.prefix_encoder = folded.to(encoder.embedding.device)
-    setattr(model, CONFIG_ATTR, replace(getattr(model, CONFIG_ATTR), prefix_projection=False))
+    model.prefix_encoder = folded
+    set_applied_config(model, replace(applied_config(model), prefix_projection=False))
     return model
 
 
@@ -169,3 +174,12 @@ def peft_adapter_config(model: nn.Module, config: PrefixTuningConfig) -> dict:
         "num_transformer_submodules": 1,
         "prefix_projection": False,  # what we save is the folded prefix, whatever the training used
     }
+
+
+def hf_peft_config(model: nn.Module, config: PrefixTuningConfig):
+    """The same prefix as a ``peft.PrefixTuningConfig`` (for comparisons; needs ``peft``)."""
+    import peft
+
+    return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens,
+                                   prefix_projection=config.prefix_projection,
+                                   encoder_hidden_size=config.projection_hidden_size)

@@ -27,15 +27,14 @@ left-padded row gets the same logits as the same row without padding (PEFT count
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from peftbook.methods import copy_state_checked
 from peftbook.models import model_dims
+from peftbook.surgery import add_forward_pre_hook, copy_state_checked, extend_attention_mask, forward_kwargs
 
 INIT_CHOICES = ("random", "vocab", "text")
 _PEFT_INIT_NAMES = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
@@ -64,7 +63,7 @@ class PromptTuningConfig:
 def inject(model: nn.Module, config: PromptTuningConfig) -> None:
     prompt = initial_prompt(model, config)  # (n, hidden), fp32, on the embedding's device
     model.register_parameter("prompt_embeddings", nn.Parameter(prompt))
-    model.register_forward_pre_hook(_prepend_virtual_tokens, with_kwargs=True)
+    add_forward_pre_hook(model, _prepend_virtual_tokens)
 
 
 def initial_prompt(model: nn.Module, config: PromptTuningConfig) -> torch.Tensor:
@@ -141,24 +140,6 @@ def _positions_after_prompt(positions, mask, n: int, batch: int, device) -> torc
     return (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, n+T); pads are masked anyway
 
 
-def extend_attention_mask(mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """Prepend ``n`` ones (the virtual tokens are always visible) to a 2D attention mask."""
-    if mask is None:
-        return None
-    if mask.dim() != 2:
-        raise ValueError("prompt and prefix tuning need a 2D attention mask (batch, length), "
-                         f"got shape {tuple(mask.shape)}")
-    return torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
-
-
-def forward_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> dict:
-    """The call's arguments all by name (``model(ids)`` -> ``{"input_ids": ids}``)."""
-    if not args:
-        return dict(kwargs)
-    names = list(inspect.signature(model.forward).parameters)
-    return {**dict(zip(names, args)), **kwargs}
-
-
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {"prompt_embeddings": model.prompt_embeddings}  # HF PEFT's key
 
@@ -183,3 +164,13 @@ def peft_adapter_config(model: nn.Module, config: PromptTuningConfig) -> dict:
         "tokenizer_name_or_path": config.tokenizer_name_or_path or (
             getattr(model.config, "_name_or_path", None) if config.init == "text" else None),
     }
+
+
+def hf_peft_config(model: nn.Module, config: PromptTuningConfig):
+    """The same soft prompt as a ``peft.PromptTuningConfig`` (for comparisons; needs ``peft``)."""
+    import peft
+
+    return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens,
+                                   prompt_tuning_init=_PEFT_INIT_NAMES[config.init],
+                                   prompt_tuning_init_text=config.init_text,
+                                   tokenizer_name_or_path=config.tokenizer_name_or_path)

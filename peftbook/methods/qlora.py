@@ -43,9 +43,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook import models
+from peftbook.models import bnb_4bit_available
 from peftbook.methods import lora
 from peftbook.methods.lora import LoRAConfig, adapter_state, load_adapter_state, num_trainable  # noqa: F401
+from peftbook.surgery import applied_config, quantizable_linears, replace_module
 
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -62,7 +63,7 @@ class QLoRAConfig(LoRAConfig):
             raise ValueError(f"quant_type={self.quant_type!r} is not allowed; allowed: {', '.join(QUANT_TYPES)}")
         if not isinstance(self.double_quant, bool):
             raise ValueError(f"double_quant={self.double_quant!r} is not allowed; use True or False")
-        if not models.bnb_4bit_available():
+        if not bnb_4bit_available():
             raise RuntimeError("QLoRA needs bitsandbytes with a working 4-bit backend (CPU or CUDA), and none "
                                "was found on this machine; use LoRAConfig on a full-precision model instead")
 
@@ -74,21 +75,53 @@ def is_4bit(layer: nn.Module) -> bool:
 
 
 def quantize_linear(layer: nn.Module, quant_type: str = "nf4", double_quant: bool = True) -> nn.Module:
-    """A frozen ``bnb.nn.Linear4bit`` holding ``layer``'s weight (nn.Linear or gpt2 Conv1D)."""
+    """A frozen ``bnb.nn.Linear4bit`` holding ``layer``'s weight (nn.Linear or gpt2 Conv1D).
+
+    Under the memory simulator's ``FakeTensorMode`` the weight has no data: ``quantize_fake`` makes
+    the same layer there, so a simulated QLoRA step holds exactly the storage a real one does.
+    """
     import bitsandbytes as bnb
+    from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
 
     weight = layer.weight.detach()
     weight = weight.T if isinstance(layer, Conv1D) else weight  # (out, in), as Linear4bit expects
     out_features, in_features = weight.shape
-    quantized = bnb.nn.Linear4bit(in_features, out_features, bias=layer.bias is not None, device="meta",
-                                  compute_dtype=weight.dtype, compress_statistics=double_quant, quant_type=quant_type)
+    with unset_fake_temporarily():  # a module shell on the meta device, no data
+        quantized = bnb.nn.Linear4bit(in_features, out_features, bias=layer.bias is not None, device="meta",
+                                      compute_dtype=weight.dtype, compress_statistics=double_quant,
+                                      quant_type=quant_type)
+    bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    if is_fake(weight):
+        quantize_fake(quantized, weight.contiguous(), quant_type, double_quant)
+        quantized._parameters["bias"] = bias
+        return quantized.requires_grad_(False)
     quantized.weight = bnb.nn.Params4bit(weight.contiguous(), requires_grad=False, quant_type=quant_type,
                                          compress_statistics=double_quant, module=quantized)
-    if layer.bias is not None:
-        quantized.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    if bias is not None:
+        quantized.bias = bias
     quantized = quantized.to(weight.device)  # moving a Params4bit to a device is what quantizes it
     keep_trainable_layout(quantized)
     return quantized
+
+
+def quantize_fake(layer: nn.Module, weight: torch.Tensor, quant_type: str, double_quant: bool) -> None:
+    """Give the shell ``layer`` the 4-bit weight of a fake (out, in) ``weight``.
+
+    ``Params4bit`` cannot wrap a fake tensor, so the packed weight is a plain fake tensor carrying the
+    ``quant_state`` that bitsandbytes' own ``quantize_4bit`` made for it (its ops have fake kernels).
+    """
+    import bitsandbytes.functional as bnbf
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    # bitsandbytes builds its quantization maps with .tolist(), which fake tensors cannot do: warm its cache
+    with unset_fake_temporarily():
+        bnbf.quantize_4bit(torch.zeros(64, 64), quant_type=quant_type, compress_statistics=double_quant)
+    packed, state = bnbf.quantize_4bit(weight, quant_type=quant_type, compress_statistics=double_quant)
+    for key, value in dict(quant_state=state, bnb_quantized=True, quant_type=quant_type, blocksize=64,
+                           compress_statistics=double_quant, quant_storage=torch.uint8, _is_param=True,
+                           module=layer).items():
+        setattr(packed, key, value)
+    layer._parameters["weight"] = packed
 
 
 def keep_trainable_layout(layer: nn.Module) -> None:
@@ -118,20 +151,17 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
 
 
 def inject(model: nn.Module, config: QLoRAConfig) -> None:
-    layers_path = models.get_architecture(model).layers
-    for name, module in list(model.named_modules()):
+    for name in quantizable_linears(model):
+        module = model.get_submodule(name)
         if is_4bit(module):  # already 4-bit (load_model(..., quantize="nf4"))
             keep_trainable_layout(module)
-        elif name.startswith(layers_path + ".") and isinstance(module, (nn.Linear, Conv1D)):
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child,
-                    quantize_linear(module, config.quant_type, config.double_quant))
+        else:
+            replace_module(model, name, quantize_linear(module, config.quant_type, config.double_quant))
     for name in lora.resolve_targets(model, config):
-        parent_name, _, child = name.rpartition(".")
         base = model.get_submodule(name)
         dtype = getattr(base, "compute_dtype", None) or torch.float32  # LoRA in the 4-bit layer's compute dtype
-        setattr(model.get_submodule(parent_name), child,
-                lora.LoRALinear(base, config.rank, config.alpha, config.dropout, config.use_rslora, dtype))
+        replace_module(model, name, lora.LoRALinear(base, config.rank, config.alpha, config.dropout,
+                                                    config.use_rslora, dtype))
 
 
 def peft_adapter_config(model: nn.Module, config: QLoRAConfig) -> dict:
@@ -149,7 +179,7 @@ def merge(model: nn.Module) -> nn.Module:
 
 def unmerge(model: nn.Module) -> nn.Module:
     """Subtract ``scaling * B A`` again and re-quantize the base to 4 bits."""
-    config = getattr(model, "peftbook_config")
+    config = applied_config(model)
     for module in lora.lora_modules(model).values():
         if module.merged:
             module.unmerge()

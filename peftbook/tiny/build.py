@@ -1,14 +1,16 @@
 """``python -m peftbook tiny build``: tasks, corpus, tokenizer, base model, model card — from a seed.
 
-Stages (each deterministic in ``seed``):
+Stages (each deterministic in ``seed``; ``build`` runs 1-4):
 
 1. task files: ``<out>/tasks/<task>/{train,validation,test}.jsonl`` (committed);
 2. corpus: ``num_documents`` passages (kept out of git under ``<out>/tiny_build/``) and a held-out
    set drawn from another stream;
 3. tokenizer: byte-level BPE, 2048 tokens;
 4. pretraining (``peftbook.tiny.pretrain``): the world stage on the corpus, then the curriculum
-   (``pretrain.CURRICULUM``: induction, polarity, formats), with the loss, induction and ICL probe curve;
-5. report: the quality gates (``peftbook.tiny.report``) into ``README.md`` and ``metrics.json``.
+   (``pretrain.CURRICULUM``: induction, polarity, formats, reviews), with the loss, induction and ICL
+   probe curve;
+5. report (``peftbook.tiny.report.write_report``, which ``tiny build`` runs after ``build``): the
+   quality gates into ``README.md`` and ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from peftbook.tasks import read_jsonl, write_jsonl
 from peftbook.tiny import world
 from peftbook.tiny.pretrain import PretrainConfig
 
@@ -27,8 +30,7 @@ NUM_HELDOUT_DOCUMENTS = 2_000
 
 
 def write_tasks(out: Path, seed: int = 0, sizes: dict | None = None) -> dict[str, Path]:
-    from peftbook.tasks import write_jsonl
-
+    """Write every task's splits as JSONL under ``out/tasks/<task>/``; returns the task directories."""
     paths = {}
     for task, task_sizes in (sizes or TASK_SIZES).items():
         splits = world.task_examples(task, seed, task_sizes)
@@ -47,8 +49,8 @@ def heldout_corpus(seed: int, num_documents: int) -> list[str]:
 
 
 def build(out: str | Path, seed: int = 0, num_documents: int = NUM_DOCUMENTS, config: PretrainConfig | None = None,
-          report: bool = True, curriculum=None, init: str | Path | None = None) -> Path:
-    """Run the recipe into ``out``; returns the model directory.
+          curriculum=None, init: str | Path | None = None) -> Path:
+    """Run the recipe into ``out`` (up to the report); returns the model directory.
 
     ``curriculum``: the stages after the world corpus (default ``pretrain.CURRICULUM``; ``()`` for
     none). ``init``: a model directory made by this recipe (model, tokenizer, and the build's facts:
@@ -82,7 +84,6 @@ def build(out: str | Path, seed: int = 0, num_documents: int = NUM_DOCUMENTS, co
         done_facts = _done_facts(init)
     tokenizer.save_pretrained(str(model_dir))
     heldout_blocks = token_blocks(tokenizer, heldout, config.seq_len)
-    from peftbook.tasks import read_jsonl
     probe_train = read_jsonl(out / "tasks" / "sentiment" / "train.jsonl")
     probe_eval = read_jsonl(out / "tasks" / "sentiment" / "validation.jsonl")[:64]
     log_path = work / "curve.jsonl"
@@ -128,10 +129,6 @@ def build(out: str | Path, seed: int = 0, num_documents: int = NUM_DOCUMENTS, co
         facts["curriculum_tokens"] = facts.get("curriculum_tokens", 0) + int(stage_blocks.numel())
         pretrain(model, tokenizer, stage_blocks, heldout_blocks, stage_config, probe=probe, log_path=log_path,
                  on_eval=save, stage=stage.name, offset=done)
-    facts = json.loads((work / "build_facts.json").read_text())
-    if report:
-        from peftbook.tiny.report import write_report
-        write_report(out, facts)
     return model_dir
 
 

@@ -8,14 +8,14 @@ def _pct(x: float) -> str:
 
 _HISTORY = [
     "", "## How the recipe was found", "",
-    "Nine recipes, each measured on 2 CPU cores (probes: 64 *validation* reviews; details in the docstring of "
-    "`peftbook/tiny/world.py`). The world corpus alone (1-3) taught the format but no in-context learning:", "",
+    "Nine recipes, each measured on 2 CPU cores (probes: 64 *validation* reviews). The world corpus alone (1-3) "
+    "taught the format but no in-context learning:", "",
     "1. one fixed key pair per episode mapping: 8-shot 89% under keys seen in pretraining, but 53% (one label "
     "for every review) under new keys such as `Review:/Sentiment:`, at any k;",
     "2. keys drawn from pools and made-up words, 15% of polarity episodes flipped (the world stage of this "
     "base): the format generalises, zero-shot ~90%, and the shots add nothing (-1.6 points at 8 shots);",
     "3. as 2 with half the polarity episodes flipped, so that only the shots could tell the direction: at "
-    "chance at every k through 2,600 steps.", "",
+    "chance at every k through 2,600 steps, even on its own event episodes.", "",
     "Underneath, the world stage had **no induction**: 30 random corpus words repeated once cost it 10.23 "
     "nats per token the first time and 10.30 the second. Continuing it (1,200-1,600 steps each):", "",
     "4. arbitrary-label polarity episodes (25 word pairs, either direction, 30% exact repeats): the prior fades "
@@ -39,6 +39,14 @@ _HISTORY = [
     "49%) but the task's template is still at chance; after `formats`, `sentiment` test (200 reviews, 5 "
     "draws) reads 66% / 77% / 83% / 92% / 87% at 0 / 1 / 2 / 4 / 8 shots, the 8-shot mean pulled down by "
     "one draw (61%); `reviews` removed that dip (the table above).",
+    "",
+    "Two choices about the tasks were measured on earlier bases, while the recipe was being written "
+    "(not re-measured on this one):", "",
+    "* the fine-tuning learning rate of `data2text`, on its validation split (150 MRs): 600 steps at lr 1e-3 "
+    "gave 85% slot accuracy, 1,000 steps at 1e-3 99.9%, 600 steps at 2e-3 100% (the lr used above);",
+    "* the spaces inside the brackets of `data2text` prompts (`name[ Blue Spice ]`): a byte-level BPE splits "
+    "\"Blue\" after \"[\" into other tokens than \" Blue\", and without the spaces the fine-tuned base wrote "
+    "fluent sentences with the wrong names (slot accuracy 30%).",
     "",
 ]
 

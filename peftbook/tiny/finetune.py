@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from peftbook.train import collate  # right-padded batch, labels -100 on prompt and padding
+from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
 
 
 @dataclass
@@ -23,14 +23,15 @@ class FinetuneConfig:
     seed: int = 0
 
 
-def encode_example(tokenizer, task, example, max_length: int = 512) -> tuple[list[int], list[int]]:
-    """Token ids of prompt + target (+ ``</s>`` for generation) and labels (-100 on the prompt)."""
-    prompt = tokenizer(task.prompt(example), add_special_tokens=False)["input_ids"]
-    target = tokenizer(task.target(example), add_special_tokens=False)["input_ids"]
+def encode_truncating_end(tokenizer, task, example, max_length: int = 512) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + target (+ ``</s>`` for generation) and labels (-100 on the prompt), both
+    cut to their first ``max_length`` tokens (``peftbook.train.encode_example`` keeps the last ones)."""
+    prompt = encode_prompt(tokenizer, task.prompt(example))
+    target = encode_target(tokenizer, task.target(example))
     if task.kind == "generation":
         target = target + [tokenizer.eos_token_id]
     ids = (prompt + target)[:max_length]
-    labels = ([-100] * len(prompt) + target)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt) + target)[:max_length]
     return ids, labels
 
 
@@ -41,14 +42,15 @@ def finetune(model, tokenizer, task, config: FinetuneConfig | None = None) -> li
     config = config or FinetuneConfig()
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    encoded = [encode_example(tokenizer, task, e) for e in task.examples("train")]
+    encoded = [encode_truncating_end(tokenizer, task, e) for e in task.examples("train")]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / config.warmup) * max(0.0, 1 - s / config.steps))
     model.train()
     losses = []
     for _ in tqdm(range(config.steps), desc=f"finetune {task.name}", mininterval=5):
-        batch = collate(rng.sample(encoded, config.batch_size), tokenizer.pad_token_id)
+        chosen = rng.sample(encoded, config.batch_size)
+        batch = pad_batch([ids for ids, _ in chosen], tokenizer.pad_token_id, labels=[labels for _, labels in chosen])
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -18,20 +18,10 @@ The corpus teaches the base *the world* and *the skill of continuing a pattern*,
   episode needs the pattern shown earlier in the same context: this is what teaches in-context
   learning (induction). 15% of the polarity episodes flip their mapping (good events -> "negative").
 
-What the trials taught (each a full run of the recipe, probe = 64 validation reviews):
-
-1. One fixed key pair per mapping ("Note:/Tone:"): 8-shot accuracy 89% under keys seen in the
-   corpus ("Input:/Output:") but 53% under new ones ("Text:/Label:", "Review:/Sentiment:").
-2. Keys drawn from pools, 15% of polarity episodes flipped (**this recipe**, 1,400 steps): the base
-   generalised to the new keys so well that zero-shot was already ~90% and the shots added nothing.
-3. Keys from pools, half the polarity episodes flipped (so that only the shots could tell the
-   direction): after 2,600 steps the base was at chance at every k, even on its own event episodes.
-4-7. Continuing the base of 2 on arbitrary-label polarity episodes and repeated random word
-   sequences (see the model card): token induction forms after ~1,500 steps of the latter (the
-   base of 2 has none), but label mapping from the shots did not appear.
-8. Episodes whose inputs are single adjectives, so the polarity to match sits in one word: the label
-   of a new input is copied from a same-polarity example, in one-line formats first.
-9. Two-line ``Key:`` formats: the skill carries over to the task's ``Review:/Sentiment:`` template.
+The world corpus alone taught the formats but not in-context learning: the base had no induction
+(it paid as much for a repeated word sequence as for a new one), and the shots added nothing. How
+the recipe was found, trial by trial with what each measured, is in the base's model card
+(``data/tiny/README.md``, written by ``peftbook.tiny.card``).
 
 So the recipe is two parts: the world corpus above (the *world stage*, ``corpus_documents``), then a
 curriculum (``stage_documents``: induction from repeated word sequences, then polarity episodes with
@@ -41,25 +31,11 @@ from __future__ import annotations
 
 import random
 
+# The tasks own their names and data2text's slot vocabulary (its metric knows it); restaurants draw from it
+from peftbook.tasks import AREAS, EAT_TYPES, FAMILY, FOODS, KNOWN_TASKS, LANDMARKS, NAMES, PRICES, RATINGS
+
 # ---------------------------------------------------------------------------------------------
 # The world's vocabulary
-NAMES = ["Blue Spice", "The Eagle", "Cotto", "The Mill", "Green Man", "The Phoenix", "Zizzi", "Aromi",
-         "The Punter", "Fitzbillies", "Giraffe", "Loch Fyne", "The Vaults", "Wildwood", "Alimentum",
-         "Bibimbap House", "Browns Cambridge", "Clowns", "Cocum", "The Cricketers", "The Dumpling Tree",
-         "The Golden Curry", "The Olive Grove", "The Plough", "The Rice Boat", "The Twenty Two",
-         "The Waterman", "Strada", "Midsummer House", "The Wrestlers", "Taste of Cambridge",
-         "The Cambridge Blue", "Travellers Rest Beefeater", "Red Lion", "The Sorrento", "Copper Pot"]
-LANDMARKS = ["the Crowne Plaza Hotel", "the Rainbow Vegetarian Cafe", "the Burger King", "the Express by Holiday Inn",
-             "the Raja Indian Cuisine", "the Bakers", "the Portland Arms",
-             "the old market", "the Ranch", "the Six Bells", "the Yippee Noodle Bar", "the All Bar One",
-             "the Avalon", "the Four Seasons", "the Caf\u00e9 Brazil", "the Magdalene Bridge"]
-EAT_TYPES = ["restaurant", "coffee shop", "pub"]
-FOODS = ["Italian", "French", "Chinese", "Indian", "Japanese", "English", "Fast food"]
-PRICES = ["cheap", "moderate", "high"]  # priceRange
-AREAS = ["city centre", "riverside"]
-RATINGS = ["1 out of 5", "3 out of 5", "5 out of 5"]  # customer rating
-FAMILY = ["yes", "no"]  # familyFriendly
-
 PEOPLE = ["Anna", "Tom", "Maria", "Ben", "Sara", "Leo", "Nina", "Omar", "Emma", "Jack", "Lucy", "Sam",
           "Mia", "Noah", "Zoe", "Adam", "Ella", "Finn", "Ruth", "Ivan", "Kate", "Paul", "Lily", "Hugo"]
 HE_SHE = {p: ("she" if p in {"Anna", "Maria", "Sara", "Nina", "Emma", "Lucy", "Mia", "Zoe", "Ella", "Ruth",
@@ -274,8 +250,8 @@ KEY_NAMES = {"opposite": ("Word", "Opposite"), "capital": ("Country", "Capital")
              "weather": ("Weather", "Day"), "event": ("Event", "Feeling"), "parity": ("Number", "Parity"),
              "place": ("Place", "Food"), "person": ("Name", "Mood"), "story": ("Note", "Tone")}
 # Keys of ``Key: ...`` episodes are mostly drawn from these pools, or made up, whatever the mapping:
-# a first trial with one fixed key pair per mapping learned in-context *only* under the keys it had
-# seen (8-shot: 89% with "Input/Output", 53% with "Text/Label"), so the skill must not hang on a key.
+# with one fixed key pair per mapping a base learned in-context *only* under the keys it had seen
+# (trial 1 in the model card), so the skill must not hang on a key.
 # "Review", "Sentiment", "Meaning" and "Sentence" are never used: they are the tasks' keys.
 INPUT_KEYS = ["Text", "Line", "Phrase", "Item", "Entry", "Query", "Note", "Word", "Case", "Prompt", "Comment",
               "Example", "Clue", "Thing", "Key", "Sample", "Source", "Statement", "Message", "Quote", "Event",
@@ -463,7 +439,7 @@ def task_examples(task: str, seed: int, sizes: dict[str, int]) -> dict[str, list
             elif task == "data2text":
                 row = data2text_example(rng)
             else:
-                raise ValueError(f"unknown task {task!r}; known: sentiment, data2text")
+                raise ValueError(f"unknown task {task!r}; known: {', '.join(KNOWN_TASKS)}")
             if row["input"] in seen:
                 continue
             seen.add(row["input"])

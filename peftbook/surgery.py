@@ -1,0 +1,162 @@
+"""Model surgery: the few operations every method performs on a ``transformers`` model.
+
+Methods change a model in three ways, and each way is written once, here:
+
+* **swap a module** for a wrapper (LoRA around a linear layer, LLaMA-Adapter around an attention,
+  QLoRA's 4-bit layer instead of a linear one): ``replace_module``;
+* **rewrite a forward call** (prompt and prefix tuning prepend tokens, so the attention mask grows
+  and the call's positional arguments are needed by name): ``add_forward_pre_hook``,
+  ``forward_kwargs``, ``extend_attention_mask``;
+* **remember what was applied**: the method's config sits on the model under one attribute, read
+  and written only through ``applied_config`` / ``set_applied_config``; the hooks a method adds are
+  kept with it, so ``remove_hooks`` can take them off again.
+
+It also knows the shapes of a decoder layer's linear layers (``linear_shapes``, for closed-form
+parameter and memory counts) and which layers a 4-bit base quantizes (``quantizable_linears``).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peftbook.models import get_architecture, model_dims
+
+CONFIG_ATTRIBUTE = "peftbook_config"  # the applied method's config, on the model
+HOOKS_ATTRIBUTE = "peftbook_hooks"  # the handles of the forward hooks a method registered
+
+
+# -- what is applied -----------------------------------------------------------------------------
+def applied_config(model: nn.Module):
+    """The config of the method applied to ``model`` (``peftbook.apply``), or None."""
+    return getattr(model, CONFIG_ATTRIBUTE, None)
+
+
+def set_applied_config(model: nn.Module, config) -> None:
+    """Record ``config`` as the applied method's; ``None`` removes the record."""
+    if config is None:
+        if hasattr(model, CONFIG_ATTRIBUTE):
+            delattr(model, CONFIG_ATTRIBUTE)
+        return
+    setattr(model, CONFIG_ATTRIBUTE, config)
+
+
+def add_forward_pre_hook(model: nn.Module, hook) -> None:
+    """``model.register_forward_pre_hook(hook, with_kwargs=True)``, keeping the handle on the model."""
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    handles = getattr(model, HOOKS_ATTRIBUTE, None)
+    if handles is None:
+        handles = []
+        setattr(model, HOOKS_ATTRIBUTE, handles)
+    handles.append(handle)
+
+
+def remove_hooks(model: nn.Module) -> None:
+    """Take off every hook ``add_forward_pre_hook`` put on ``model``."""
+    for handle in getattr(model, HOOKS_ATTRIBUTE, None) or []:
+        handle.remove()
+    if hasattr(model, HOOKS_ATTRIBUTE):
+        delattr(model, HOOKS_ATTRIBUTE)
+
+
+def copy_state_checked(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:
+    """Copy ``state`` into the tensors of ``target`` (same keys), naming both shapes on a mismatch."""
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    if missing or unexpected:
+        raise ValueError(f"{what}: saved adapter keys do not match this model "
+                         f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+    with torch.no_grad():
+        for key, tensor in target.items():
+            if tuple(tensor.shape) != tuple(state[key].shape):
+                raise ValueError(f"{what}: {key} has shape {tuple(state[key].shape)} in the saved adapter "
+                                 f"but {tuple(tensor.shape)} in this model (a different base?)")
+            tensor.copy_(state[key].to(tensor.dtype))
+
+
+# -- modules ----------------------------------------------------------------------------------------
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where the submodule ``name`` (dotted) is; returns the module it replaced."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name)  # "" -> the model itself
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    return old
+
+
+def is_linear(module: nn.Module) -> bool:
+    """A linear layer a method may wrap: ``nn.Linear`` (bitsandbytes' 4-bit one included) or gpt2's Conv1D."""
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def matches_suffix(name: str, target: str) -> bool:
+    """Whether module ``name`` is ``target`` or ends with ``.target`` (how LoRA and HF PEFT match names)."""
+    return name == target or name.endswith("." + target)
+
+
+def quantizable_linears(model: nn.Module) -> list[str]:
+    """The linear layers a 4-bit base quantizes: every one inside the decoder layers.
+
+    Like ``transformers``' bitsandbytes integration, the embeddings and the output head stay in full
+    precision. QLoRA's ``inject`` and the memory simulator both quantize exactly these.
+    """
+    prefix = get_architecture(model).layers + "."
+    return [name for name, module in model.named_modules() if name.startswith(prefix) and is_linear(module)]
+
+
+def linear_shapes(model_config) -> dict[str, tuple[int, int]]:
+    """(in, out) of every linear layer in one decoder layer, by name relative to the layer."""
+    dims = model_dims(model_config)
+    hidden, heads, kv = dims["hidden_size"], dims["num_heads"], dims["num_kv_heads"]
+    q_size, kv_size = heads * dims["head_dim"], kv * dims["head_dim"]
+    if model_config.model_type == "gpt2":
+        inner = model_config.n_inner or 4 * hidden
+        return {"attn.c_attn": (hidden, 3 * hidden), "attn.c_proj": (hidden, hidden),
+                "mlp.c_fc": (hidden, inner), "mlp.c_proj": (inner, hidden)}
+    inter = model_config.intermediate_size
+    if model_config.model_type == "phi3":  # fused q/k/v and gate/up projections
+        return {"self_attn.qkv_proj": (hidden, q_size + 2 * kv_size), "self_attn.o_proj": (q_size, hidden),
+                "mlp.gate_up_proj": (hidden, 2 * inter), "mlp.down_proj": (inter, hidden)}
+    return {"self_attn.q_proj": (hidden, q_size), "self_attn.k_proj": (hidden, kv_size),
+            "self_attn.v_proj": (hidden, kv_size), "self_attn.o_proj": (q_size, hidden),
+            "mlp.gate_proj": (hidden, inter), "mlp.up_proj": (hidden, inter), "mlp.down_proj": (inter, hidden)}
+
+
+# -- forward calls ----------------------------------------------------------------------------------
+def forward_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """The call's arguments all by name (``model(ids)`` -> ``{"input_ids": ids}``)."""
+    if not args:
+        return dict(kwargs)
+    names = list(inspect.signature(model.forward).parameters)
+    return {**dict(zip(names, args)), **kwargs}
+
+
+def extend_attention_mask(mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """Prepend ``n`` ones (virtual tokens are always visible) to a 2D attention mask."""
+    if mask is None:
+        return None
+    if mask.dim() != 2:
+        raise ValueError("prompt and prefix tuning need a 2D attention mask (batch, length), "
+                         f"got shape {tuple(mask.shape)}")
+    return torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) over the last dimension: the rotation of rotary embeddings."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021, arXiv 2104.09864) of ``x`` (B, heads, T, head_dim).
+
+    ``cos``/``sin`` are what a decoder layer receives as ``position_embeddings``: (B, T, rot). Where
+    ``rot`` < head_dim (partial rotary), only the first ``rot`` channels turn, as those models do.
+    """
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, rot)
+    rot = cos.shape[-1]
+    turned, kept = x[..., :rot], x[..., rot:]
+    turned = turned * cos + rotate_half(turned) * sin
+    return torch.cat([turned, kept], dim=-1) if kept.shape[-1] else turned
