@@ -36,7 +36,7 @@ from peftbook.methods.few_shot import FewShotConfig, few_shot_curve, select_shot
 from peftbook.models import load_model, resolve_device, resolve_model_path
 from peftbook.plots import plot_bench, save_figure
 from peftbook.results import read_results, summarize, write_results
-from peftbook.tasks import load_task
+from peftbook.tasks import load_task, with_train_examples
 from peftbook.train import TrainConfig, train
 
 IMPLS = ("peftbook", "hf-peft")
@@ -60,10 +60,12 @@ def parse_methods(methods) -> list[str]:
 
 
 def bench_settings(model: str, task: str, steps: int, impl: str, device: str, task_name: str | None = None,
-                   few_shot_draws: int = FEW_SHOT_DRAWS, few_shot_examples: int = FEW_SHOT_EXAMPLES) -> dict:
+                   few_shot_draws: int = FEW_SHOT_DRAWS, few_shot_examples: int = FEW_SHOT_EXAMPLES,
+                   train_examples: int | None = None) -> dict:
     """What decides the value of a record; an output folder holds results of one setting only."""
     trained = [m for m in ALL_METHODS if get_method(m).trains]
     return {"model": model, "task": task, "steps": steps, "impl": impl, "device": device, "batch_size": BATCH_SIZE,
+            "train_examples": train_examples,
             "few_shot": {"k": FEW_SHOT_K, "draws": few_shot_draws, "examples": few_shot_examples},
             "method_defaults": {m: method_defaults(m, task_name or task) for m in trained}}
 
@@ -191,9 +193,10 @@ def run_trained(model_name: str, task, method: str, seed: int, steps: int, impl:
 
 def tune_learning_rates(model: str, task: str, methods="all", steps: int | None = None,
                         grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), seed: int = 0, device: str = "auto",
-                        eval_examples: int | None = 200, log=print) -> dict[str, dict[float, float]]:
+                        eval_examples: int | None = 200, train_examples: int | None = None,
+                        log=print) -> dict[str, dict[float, float]]:
     """Validation metric per learning rate of each trained method (the test split is never touched)."""
-    task_obj = load_task(task)
+    task_obj = with_train_examples(load_task(task), train_examples)
     steps = default_steps(task_obj) if steps is None else steps
     table: dict[str, dict[float, float]] = {}
     for method in [m for m in parse_methods(methods) if get_method(m).trains]:
@@ -212,7 +215,7 @@ def tune_learning_rates(model: str, task: str, methods="all", steps: int | None 
 def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps: int | None = None,
               seeds=(0,), impl: str = "peftbook", out=None, device: str = "auto", progress: bool = True,
               eval_examples: int | None = None, few_shot_draws: int = FEW_SHOT_DRAWS,
-              few_shot_examples: int = FEW_SHOT_EXAMPLES, log=print) -> list[dict]:
+              few_shot_examples: int = FEW_SHOT_EXAMPLES, train_examples: int | None = None, log=print) -> list[dict]:
     """Run the grid; returns the records (also written to ``out`` after every run).
 
     Args:
@@ -226,6 +229,8 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
             results of a different configuration is refused; the same configuration resumes.
         eval_examples: evaluate on the first N test examples only (smoke runs).
         few_shot_draws, few_shot_examples: draws of the few-shot demonstrations, test examples per draw.
+        train_examples: every method (few-shot's demonstrations too) learns from the first N training
+            examples only (``tasks.with_train_examples``; None: all of them).
     """
     methods = parse_methods(methods)
     if impl not in IMPLS:
@@ -237,7 +242,7 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
             log(f"[bench] --impl hf-peft: skipping {', '.join(skipped)} (HF PEFT has no such method here)",
                 file=sys.stderr)
         methods = [m for m in methods if m in HF_PEFT_METHODS]
-    task_obj = load_task(task)
+    task_obj = with_train_examples(load_task(task), train_examples)
     steps = default_steps(task_obj) if steps is None else steps
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -250,7 +255,7 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
     resolve_model_path(model)  # a missing model fails here, before any work
     device_name = resolve_device(device).type
     settings = bench_settings(str(model), str(task), steps, impl, device_name, task_obj.name, few_shot_draws,
-                              few_shot_examples)
+                              few_shot_examples, train_examples)
     records = check_out_dir(out, settings)
     done = {(r["method"], r["seed"]) for r in records}
     if done:
@@ -262,7 +267,7 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
                 continue
             log(f"[bench] {method} seed={seed} ({impl}, {steps} steps)", file=sys.stderr)
             base = {"method": method, "model": str(model), "task": task_obj.name, "seed": seed, "device": device_name,
-                    "metric": task_obj.metric, "versions": info, "impl": impl,
+                    "metric": task_obj.metric, "versions": info, "impl": impl, "train_examples": train_examples,
                     "steps": steps if get_method(method).trains else 0}
             try:
                 if not get_method(method).trains:

@@ -16,7 +16,7 @@ RECORD_FIELDS = ("method", "model", "task", "seed", "device", "trainable_params"
                  "peak_memory_bytes", "memory_by_category", "step_time_s", "tokens_per_s", "metric", "value",
                  "versions")
 CSV_EXTRA = ("impl", "value_std", "validation_value", "bleu", "rougeL", "latency_s", "latency_merged_s",
-             "trainable_closed_form", "steps", "lr", "train_seconds", "shots_used", "error")
+             "trainable_closed_form", "steps", "lr", "train_seconds", "shots_used", "train_examples", "error")
 
 
 def write_results(records: list[dict], out, settings: dict | None = None) -> None:

@@ -1,12 +1,14 @@
 """Tasks: examples, how a prompt and its target are written, and the metric.
 
-Our two tasks live as JSONL under ``data/tasks/<task>/{train,validation,test}.jsonl``, one example a
+Our three tasks live as JSONL under ``data/tasks/<task>/{train,validation,test}.jsonl``, one example a
 line, with one schema::
 
     {"input": str, "output": str, "label": str}   # label: classification only (the label word again)
 
 * ``sentiment`` (classification, metric ``accuracy``): ``Review: <text>\\nSentiment:`` -> `` positive``
   or `` negative``.
+* ``sentiment3`` (classification, metric ``accuracy``): the same template with three labels, `` positive``,
+  `` negative`` or `` moderate`` (a review whose clauses disagree; it has no overall verdict).
 * ``data2text`` (generation, metric ``slot_accuracy``; also BLEU via sacrebleu and ROUGE-L via
   rouge-score, ``peftbook.metrics``): ``Meaning: name[...] , food[...] ...\\nSentence:`` -> one
   sentence realising every slot. Its slot vocabulary (``NAMES``, ``FOODS``, ...) is defined here;
@@ -29,14 +31,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from peftbook.metrics import text_metrics
 from peftbook.models import DATA_DIR
 
 TASKS_DIR = DATA_DIR / "tasks"
-KNOWN_TASKS = ("sentiment", "data2text")
+KNOWN_TASKS = ("sentiment", "sentiment3", "data2text")
 SPLITS = ("train", "validation", "test")
 
 # The data2text slot vocabulary: the values of each meaning-representation slot.
@@ -190,6 +192,10 @@ def slot_counts(prediction: str, slots: dict[str, str]) -> tuple[int, int]:
 _BUILTIN = {
     "sentiment": dict(kind="classification", labels=["positive", "negative"], metric="accuracy",
                       prompt_template="Review: {input}\nSentiment:"),
+    # three-way: a review whose clauses disagree (and that says nothing overall) is "moderate"; the label
+    # words are single tokens the base knows ("mixed" is three pieces of a word it never saw)
+    "sentiment3": dict(kind="classification", labels=["positive", "negative", "moderate"], metric="accuracy",
+                       prompt_template="Review: {input}\nSentiment:"),
     "data2text": dict(kind="generation", labels=None, metric="slot_accuracy",
                       prompt_template="Meaning: {input}\nSentence:", space_mr_values=True),
 }
@@ -244,6 +250,21 @@ def _from_rows(name: str, splits: dict[str, list[Example]], source: str, **spec)
                 if e.label is None:
                     raise ValueError(f"{source} ({split}), example {number}: classification needs a 'label' field")
     return Task(name=name, splits=splits, source=source, **spec)
+
+
+def with_train_examples(task: Task, count: int | None) -> Task:
+    """``task`` trained on only the first ``count`` examples of its (shuffled) train split; None: all.
+
+    The data-efficiency setting (T-Few, Liu et al. 2022, arXiv 2205.05638): every method, few-shot
+    prompting included, gets the same ``count`` labelled examples; validation and test are unchanged.
+    """
+    if count is None:
+        return task
+    available = len(task.examples("train"))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= available:
+        raise ValueError(f"train_examples={count!r} is not allowed; use an integer from 1 to {available} "
+                         f"(the train split of {task.name!r}), or None for all")
+    return replace(task, splits={**task.splits, "train": task.examples("train")[:count]})
 
 
 def load_task(name_or_path: str, **column_mapping) -> Task:

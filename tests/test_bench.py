@@ -145,6 +145,8 @@ def test_train_then_eval_commands_roundtrip(world, tmp_path):
     (["bench", "--methods", "lora,dora"], "unknown method.*known: all, few_shot"),
     (["bench", "--steps", "0"], "steps must be >= 1"),
     (["bench", "--impl", "unsloth", "--methods", "lora"], "impl 'unsloth'.*allowed"),
+    (["bench", "--task", "sentiment3", "--train-examples", "0"], "train_examples=0 is not allowed; use an integer from 1 to 2100"),
+    (["bench", "--task", "sentiment3", "--train-examples", "5000"], "train_examples=5000 is not allowed"),
     (["train", "--method", "dora", "--task", "sentiment", "--out", "x"], "unknown method 'dora'"),
     (["train", "--method", "few_shot", "--task", "sentiment", "--out", "x"], "fewshot"),
     (["train", "--method", "lora", "--task", "sentiment", "--out", "x", "--lr", "0"], "learning rate must be > 0"),
@@ -217,3 +219,16 @@ def test_method_defaults_apply_the_task_overrides():
     assert method_defaults("prompt_tuning", "some/folder") == {"config": METHODS["prompt_tuning"].defaults,
                                                                "lr": METHODS["prompt_tuning"].lr}
     assert "targets" not in lora.defaults  # the overrides did not leak
+
+
+@pytest.mark.integration
+def test_bench_with_few_training_examples_records_them(world, tmp_path):
+    from peftbook.bench import run_bench
+
+    records = run_bench(str(world / "model"), str(world / "task"), ["few_shot", "lora"], steps=2, train_examples=8,
+                        out=tmp_path / "out", progress=False, eval_examples=4, few_shot_draws=2,
+                        log=lambda *a, **k: None)
+    assert [r["method"] for r in records] == ["few_shot", "lora"]
+    assert all(r["train_examples"] == 8 and not r.get("error") for r in records), records
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["settings"]["train_examples"] == 8

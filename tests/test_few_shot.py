@@ -141,7 +141,7 @@ def test_fewshot_cli_generation_task(capsys):
     (["--shots", "-1"], "shots=-1"),
     (["--draws", "0"], "--draws 0"),
     (["--shots", "5000"], "more than the 2000 training examples"),
-    (["--task", "nope"], "known: sentiment, data2text"),
+    (["--task", "nope"], "known: sentiment, sentiment3, data2text"),
 ])
 def test_fewshot_cli_bad_input(capsys, args, match):
     code, _, err = _cli(capsys, *args)

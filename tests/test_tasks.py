@@ -6,32 +6,52 @@ import json
 import pytest
 
 from peftbook.tasks import (KNOWN_TASKS, SPLITS, TASKS_DIR, Example, check_split, load_task, parse_mr, read_jsonl,
-                            slot_counts)
+                            slot_counts, with_train_examples)
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("name", KNOWN_TASKS)
 def test_task_files_follow_the_schema(name):
+    labels = load_task(name).labels
     for split in SPLITS:
         path = TASKS_DIR / name / f"{split}.jsonl"
         for line in path.read_text().splitlines():
             row = json.loads(line)
             assert isinstance(row["input"], str) and isinstance(row["output"], str) and row["input"] and row["output"]
-            if name == "sentiment":
+            if labels:  # classification
                 assert set(row) == {"input", "output", "label"} and row["label"] == row["output"]
-                assert row["label"] in ("positive", "negative")
+                assert row["label"] in labels
             else:
                 assert set(row) == {"input", "output"}
 
 
-def test_splits_are_disjoint_and_sentiment_is_balanced():
-    task = load_task("sentiment")
+@pytest.mark.parametrize("name", ["sentiment", "sentiment3"])
+def test_splits_are_disjoint_and_classes_are_balanced(name):
+    task = load_task(name)
     test_inputs = {e.input for e in task.examples("test")}
     assert not test_inputs & {e.input for e in task.examples("train")}
     assert not test_inputs & {e.input for e in task.examples("validation")}
     labels = [e.label for e in task.examples("train")]
-    assert labels.count("positive") == labels.count("negative")
+    assert len({labels.count(label) for label in task.labels}) == 1
+
+
+def test_sentiment3_labels_follow_the_clauses():
+    """positive / negative: every clause agrees; moderate: 2-3 clauses of both polarities, no overall verdict."""
+    from peftbook.tiny import world
+
+    def polarity(clause):
+        words = clause.split()
+        if "not" in words:  # "not bad" is positive, "not great" negative
+            return "positive" if words[-1] in world.NEGATABLE_BAD else "negative"
+        return "positive" if words[-1] in world.GOOD_ADJ else "negative"
+
+    for example in load_task("sentiment3").examples("train")[:300]:
+        review = example.input.split(". ")[-1].rstrip(".").lower()
+        clauses = [c for part in review.replace(" but ", ", ").replace(" and ", ", ").split(", ") for c in [part] if c]
+        polarities = {polarity(c) for c in clauses}
+        assert example.label == (polarities.pop() if len(polarities) == 1 else "moderate"), example.input
+        assert not any(overall in example.input.lower() for overall in ("overall", "in the end", "come back"))
 
 
 def test_task_interface():
@@ -67,7 +87,7 @@ def test_slot_accuracy_counts_missing_and_hallucinated_values():
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known: sentiment, data2text"):
+    with pytest.raises(ValueError, match="known: sentiment, sentiment3, data2text"):
         load_task("sentimant")
 
 
@@ -105,3 +125,14 @@ def test_bad_split_names_the_allowed_ones():
         check_split("dev")
     with pytest.raises(ValueError, match="split 'dev' is not allowed"):
         load_task("sentiment").examples("dev")
+
+
+def test_with_train_examples_keeps_the_first_ones_and_names_bad_counts():
+    task = load_task("sentiment3")
+    few = with_train_examples(task, 64)
+    assert few.examples("train") == task.examples("train")[:64]
+    assert few.examples("test") == task.examples("test") and len(task.examples("train")) == 2100  # not changed
+    assert with_train_examples(task, None) is task
+    for bad in (0, -3, 2101, 2.5, True):
+        with pytest.raises(ValueError, match=rf"train_examples={bad!r} is not allowed; use an integer from 1 to 2100"):
+            with_train_examples(task, bad)

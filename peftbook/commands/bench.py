@@ -20,6 +20,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", default="outputs/bench", help="output folder (default: outputs/bench)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--max-examples", type=int, default=None, help="evaluate on the first N test examples only")
+    parser.add_argument("--train-examples", type=int, default=None,
+                        help="every method learns from the first N training examples only (default: all)")
     parser.add_argument("--json", action="store_true", help='print {"records": [...]} on stdout')
     parser.set_defaults(handler=run)
 
@@ -36,7 +38,7 @@ def run(args) -> int:
     try:
         records = run_bench(args.model, args.task, methods, steps=args.steps, seeds=args.seeds, impl=args.impl,
                             out=args.out, device=args.device, progress=not args.json,
-                            eval_examples=args.max_examples, log=lambda *a, **k: print(*a, file=sys.stderr))
+                            eval_examples=args.max_examples, train_examples=args.train_examples, log=lambda *a, **k: print(*a, file=sys.stderr))
     except KeyboardInterrupt:
         print(f"interrupted; finished runs are in {args.out}/results.json (re-run the same command to continue)",
               file=sys.stderr)

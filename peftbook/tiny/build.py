@@ -24,6 +24,7 @@ from peftbook.tiny import world
 from peftbook.tiny.pretrain import PretrainConfig
 
 TASK_SIZES = {"sentiment": {"train": 2000, "validation": 500, "test": 1000},
+              "sentiment3": {"train": 2100, "validation": 600, "test": 1200},  # multiples of its 3 classes
               "data2text": {"train": 2000, "validation": 300, "test": 500}}
 NUM_DOCUMENTS = 80_000
 NUM_HELDOUT_DOCUMENTS = 2_000

@@ -56,6 +56,7 @@ NEGATABLE_GOOD = ["good", "great", "friendly", "fresh", "nice", "tasty", "warm",
 NEGATABLE_BAD = ["bad", "awful", "terrible", "slow", "rude", "bland", "dirty", "noisy"]
 
 LABELS = ("positive", "negative")  # the sentiment task's label words
+LABELS3 = ("positive", "negative", "moderate")  # sentiment3's: a review with both kinds of clause is moderate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +162,26 @@ def review_text(rng: random.Random, positive: bool) -> str:
 def sentiment_example(rng: random.Random, label: str) -> dict:
     """One ``sentiment`` example: a review about a place, its label word."""
     text = review_text(rng, label == "positive")
+    if rng.random() < 0.4:
+        text = f"We went to {rng.choice(NAMES)}. " + text
+    return {"input": text, "output": label, "label": label}
+
+
+def sentiment3_example(rng: random.Random, label: str) -> dict:
+    """One ``sentiment3`` example: 1-3 aspect clauses and no overall verdict; ``moderate`` when they disagree.
+
+    A positive or negative review has only clauses of that polarity (negation included, "not bad" is
+    positive); a moderate one has 2-3 clauses with at least one of each. Telling them apart needs every
+    clause's polarity and a comparison of them, not the polarity of one word.
+    """
+    if label == "moderate":
+        polarities = [True, False] + [rng.random() < 0.5 for _ in range(rng.randint(0, 1))]
+        rng.shuffle(polarities)
+    else:
+        polarities = [label == "positive"] * rng.randint(1, 3)
+    clauses = [_clause(rng, positive) for positive in polarities]
+    text = clauses[0] + "".join(rng.choice((" but ", " and ", ", ")) + clause for clause in clauses[1:])
+    text = text[0].upper() + text[1:] + "."
     if rng.random() < 0.4:
         text = f"We went to {rng.choice(NAMES)}. " + text
     return {"input": text, "output": label, "label": label}
@@ -423,7 +444,7 @@ def stage_documents(stage: str, seed: int, num_documents: int) -> list[str]:
 
 
 def task_examples(task: str, seed: int, sizes: dict[str, int]) -> dict[str, list[dict]]:
-    """The splits of a task (``sentiment`` balanced by label), each a list of JSON-ready dicts.
+    """The splits of a task (``sentiment`` and ``sentiment3`` balanced by label), each a list of JSON-ready dicts.
 
     Splits are drawn from independent streams and the test split never shares an input with the
     others.
@@ -436,6 +457,8 @@ def task_examples(task: str, seed: int, sizes: dict[str, int]) -> dict[str, list
         while len(rows) < sizes[split]:
             if task == "sentiment":
                 row = sentiment_example(rng, LABELS[len(rows) % 2])
+            elif task == "sentiment3":
+                row = sentiment3_example(rng, LABELS3[len(rows) % 3])
             elif task == "data2text":
                 row = data2text_example(rng)
             else:
