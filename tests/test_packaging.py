@@ -42,3 +42,9 @@ def test_required_packages_are_listed():
 def test_ci_runs_make_test():
     script = (ROOT / ".ci" / "run").read_text()
     assert "make test" in script and "set -euo pipefail" in script
+
+
+def test_package_version_matches_pyproject():
+    from peftbook.environment import VERSION
+
+    assert VERSION == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
