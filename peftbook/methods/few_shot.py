@@ -19,7 +19,7 @@ Here:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -80,8 +80,6 @@ def build_prompt(task, shots: list, example, separator: str = "\n\n") -> str:
 def task_with_demonstrations(task, shots: list, separator: str = "\n\n"):
     """A copy of ``task`` whose prompt starts with the demonstrations ``shots`` (as ``build_prompt``
     writes them), so ``peftbook.evaluate`` scores and times k-shot prompting like any other method."""
-    from dataclasses import replace
-
     template = "".join(task.prompt(s) + task.target(s) + separator for s in shots)
     template = template.replace("{", "{{").replace("}", "}}") + task.prompt_template
     return replace(task, prompt_template=template)
