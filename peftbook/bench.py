@@ -304,5 +304,6 @@ def save_plots(records: list[dict], out) -> list[Path]:
 
 def table_footnote(metric: str, draws: int = FEW_SHOT_DRAWS) -> str:
     """What the columns of ``results.format_table`` measured in a benchmark run."""
-    return (f"metric: test {metric} (mean±spread over seeds; few-shot: over {draws} draws of k={FEW_SHOT_K}); "
+    return (f"metric: test {metric}, mean±sd over n seeds (one seed of few-shot: sd over its {draws} draws of "
+            f"k={FEW_SHOT_K}); "
             "peak MB: training step (few-shot: inference); latency: batch 1, /…m = merged LoRA")

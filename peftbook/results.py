@@ -40,7 +40,11 @@ def read_results(out) -> dict:
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per method: mean (and spread) of the metric over seeds, and the other figures."""
+    """One row per method: mean, sample standard deviation and number of seeds, and the other figures.
+
+    One seed has no spread over seeds: its ``std`` is then the record's own ``value_std`` (few-shot:
+    the spread over draws of the demonstrations), or 0.
+    """
     rows = []
     for method in dict.fromkeys(r["method"] for r in records):
         runs = [r for r in records if r["method"] == method and not r.get("error")]
@@ -48,7 +52,7 @@ def summarize(records: list[dict]) -> list[dict]:
             rows.append({"method": method, "error": next(r["error"] for r in records if r["method"] == method)})
             continue
         values = [r["value"] for r in runs]
-        spread = (runs[0].get("value_std") if len(runs) == 1 else statistics.pstdev(values)) or 0.0
+        spread = (runs[0].get("value_std") if len(runs) == 1 else statistics.stdev(values)) or 0.0
 
         def mean(key):
             found = [r[key] for r in runs if r.get(key) is not None]
@@ -68,7 +72,7 @@ def format_table(records: list[dict], footnote: str | None = None) -> str:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    header = f"{'method':<14} {'metric':>15} {'trainable':>10} {'%':>7} {'peak MB':>8} {'step s':>7} " \
+    header = f"{'method':<14} {'metric':>15} {'n':>2} {'trainable':>10} {'%':>7} {'peak MB':>8} {'step s':>7} " \
              f"{'tok/s':>8} {'latency ms':>10}"
     lines = [header, "-" * len(header)]
     for row in summarize(records):
@@ -83,7 +87,7 @@ def format_table(records: list[dict], footnote: str | None = None) -> str:
             latency_text = f"{latency:.1f}/{row['latency_merged_s'] * 1000:.1f}m"
         else:
             latency_text = fmt(latency, ".1f")
-        lines.append(f"{row['method']:<14} {metric:>15} {row['trainable_params']:>10,} {share:>7.3f} "
+        lines.append(f"{row['method']:<14} {metric:>15} {row['seeds']:>2} {row['trainable_params']:>10,} {share:>7.3f} "
                      f"{fmt(peak, '.1f'):>8} {fmt(row['step_time_s'], '.3f'):>7} {fmt(row['tokens_per_s'], ',.0f'):>8} "
                      f"{latency_text:>10}")
     if footnote:
