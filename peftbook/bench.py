@@ -20,7 +20,6 @@ defaults come from the registry (``peftbook.methods.METHODS``); the records go t
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ import torch
 from peftbook.environment import versions
 from peftbook.evaluate import evaluate
 from peftbook.memory import track_memory
-from peftbook.methods import (ALL_METHODS, HF_PEFT_METHODS, apply, default_steps, get_method, make_config, merge,
-                              method_defaults, trainable_parameters)
+from peftbook.methods import (ALL_METHODS, HF_PEFT_METHODS, TRAINABLE_METHODS, apply, default_steps, get_method,
+                              make_config, merge, method_defaults, trainable_parameters)
 from peftbook.methods.few_shot import FewShotConfig, few_shot_curve, select_shots, task_with_demonstrations
 from peftbook.models import load_model, resolve_device, resolve_model_path
 from peftbook.plots import plot_bench, save_figure
@@ -63,11 +62,10 @@ def bench_settings(model: str, task: str, steps: int, impl: str, device: str, ta
                    few_shot_draws: int = FEW_SHOT_DRAWS, few_shot_examples: int = FEW_SHOT_EXAMPLES,
                    train_examples: int | None = None) -> dict:
     """What decides the value of a record; an output folder holds results of one setting only."""
-    trained = [m for m in ALL_METHODS if get_method(m).trains]
     return {"model": model, "task": task, "steps": steps, "impl": impl, "device": device, "batch_size": BATCH_SIZE,
             "train_examples": train_examples,
             "few_shot": {"k": FEW_SHOT_K, "draws": few_shot_draws, "examples": few_shot_examples},
-            "method_defaults": {m: method_defaults(m, task_name or task) for m in trained}}
+            "method_defaults": {m: method_defaults(m, task_name or task) for m in TRAINABLE_METHODS}}
 
 
 def check_out_dir(out, settings: dict) -> list[dict]:
@@ -104,16 +102,6 @@ def apply_hf_peft(model, config):
     return peft.get_peft_model(model, method.hf_peft(model, config))
 
 
-def timed(fn, repeats) -> float:
-    """Median seconds of ``fn(item)`` over ``repeats`` (an iterable of items)."""
-    times = []
-    for item in repeats:
-        start = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: int | None = None,
                  draws: int = FEW_SHOT_DRAWS, examples: int | None = FEW_SHOT_EXAMPLES) -> dict:
     """The training-free row: ``draws`` draws of k demonstrations, each scored on the first test examples.
@@ -133,10 +121,11 @@ def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: i
     latency = evaluate(model, tokenizer, with_shots, "test", max_examples=8)["latency_s"]
     tokens = [len(tokenizer(with_shots.prompt(e))["input_ids"]) for e in task.examples("test")[:8]]
     _, total = trainable_parameters(model)
+    peak = memory.report.peak_summary()
     return {"trainable_params": 0, "total_params": total, "trainable_closed_form": 0,
             "value": curve["mean"], "value_std": curve["std"], "values": curve["values"],
             **{key: curve[key] for key in ("shots_used", "bleu", "rougeL") if key in curve},
-            "peak_memory_bytes": memory.report.peak_bytes, "memory_by_category": memory.report.peak_summary()["by_category"],
+            "peak_memory_bytes": peak["peak_bytes"], "memory_by_category": peak["by_category"],
             "memory_phase": "inference", "n_test_examples": n_examples, "latency_s": latency,
             "prompt_tokens": sum(tokens) / len(tokens), "train_seconds": 0.0, "eval_seconds": seconds,
             "step_time_s": None, "tokens_per_s": None}
@@ -185,7 +174,7 @@ def run_trained(model_name: str, task, method: str, seed: int, steps: int, impl:
     for key in ("bleu", "rougeL"):
         if key in scores:
             record[key] = scores[key]
-    if hasattr(get_method(method).module, "merge") and impl == "peftbook":  # merged: LoRA costs nothing at inference
+    if get_method(method).merges and impl == "peftbook":  # merged: LoRA costs nothing at inference
         merge(model, unload=True)  # merged and unwrapped: a plain model with new weights
         record["latency_merged_s"] = evaluate(model, tokenizer, task, "test", max_examples=8)["latency_s"]
     return record
@@ -199,7 +188,7 @@ def tune_learning_rates(model: str, task: str, methods="all", steps: int | None 
     task_obj = with_train_examples(load_task(task), train_examples)
     steps = default_steps(task_obj) if steps is None else steps
     table: dict[str, dict[float, float]] = {}
-    for method in [m for m in parse_methods(methods) if get_method(m).trains]:
+    for method in [m for m in parse_methods(methods) if m in TRAINABLE_METHODS]:
         table[method] = {}
         for lr in grid:
             fields = run_trained(model, task_obj, method, seed, steps, "peftbook", device, None, progress=False,

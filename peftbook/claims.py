@@ -138,6 +138,10 @@ def _report(report, field: str):
     return report[field] if isinstance(report, Mapping) else getattr(report, field)
 
 
+# the verdict of a claim "A does better than B", by ``compare(A, B)``
+HIGHER_HOLDS = {"higher": "holds", "tie": "does not hold: a tie within the scoring noise", "lower": "does not hold"}
+
+
 def claim_1(evidence: Evidence) -> dict:
     from peftbook.memory.estimate import RULE_OF_THUMB_BYTES_PER_PARAM
 
@@ -226,9 +230,7 @@ def claim_5(evidence: Evidence) -> dict:
     measured = f"prefix trains {ratio:.1f}x the parameters; {evidence.metric} {prefix:.3f} vs {prompt:.3f} ({quality})"
     if ratio <= 1:
         return _claim(5, measured, "does not hold: prefix tuning does not train more here")
-    verdict = {"higher": "holds", "tie": "does not hold: a tie within the scoring noise",
-               "lower": "does not hold"}[quality]
-    return _claim(5, measured, verdict)
+    return _claim(5, measured, HIGHER_HOLDS[quality])
 
 
 def claim_6(evidence: Evidence) -> dict:
@@ -308,9 +310,7 @@ def claim_10(evidence: Evidence) -> dict:
     quality = compare(diverse, narrow, evidence.n_test)
     measured = (f"LoRA on {evidence.ablation_sizes['diverse']} diverse examples: {evidence.metric} {diverse:.3f}; on "
                 f"{evidence.ablation_sizes['narrow']} narrow (shortest) ones: {narrow:.3f} ({quality})")
-    verdict = {"higher": "holds", "tie": "does not hold: a tie within the scoring noise",
-               "lower": "does not hold"}[quality]
-    return _claim(10, measured, verdict)
+    return _claim(10, measured, HIGHER_HOLDS[quality])
 
 
 CHECKS = (claim_1, claim_2, claim_3, claim_4, claim_5, claim_6, claim_7, claim_8, claim_9, claim_10)

@@ -69,6 +69,11 @@ class Method:
     def trains(self) -> bool:
         return self.lr is not None
 
+    @property
+    def merges(self) -> bool:
+        """Whether the trained update can be folded into the base weights (``merge``: LoRA, QLoRA)."""
+        return hasattr(self.module, "merge")
+
 
 # Learning rates differ a lot between methods: a prompt of a few vectors moved through a frozen
 # network needs a far larger step than LoRA (Lester et al. use 0.3 with Adafactor), and full
@@ -257,12 +262,11 @@ def unmerge(model: nn.Module) -> nn.Module:
 def mergeable(model: nn.Module, verb: str) -> ModuleType:
     """The file of the method applied to ``model`` when it can merge (LoRA, QLoRA); else a clear error."""
     config = applied_config(model)
-    module = get_method(config.method).module if config is not None else None
-    if module is None or not hasattr(module, "merge"):
-        mergeable_names = [name for name, m in METHODS.items() if hasattr(m.module, "merge")]
+    if config is None or not get_method(config.method).merges:
+        mergeable_names = [name for name, m in METHODS.items() if m.merges]
         raise ValueError(f"{verb}() applies to {', '.join(mergeable_names)} only; "
                          f"this model has {getattr(config, 'method', 'no method')}")
-    return module
+    return get_method(config.method).module
 
 
 __all__ = ["METHODS", "Method", "MemoryTraits", "ALL_METHODS", "TRAINABLE_METHODS", "HF_PEFT_METHODS",
