@@ -28,7 +28,8 @@ SMOKE_PARAMETERS: dict[str, dict] = {
     "04_llama_adapter": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "05_lora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "06_qlora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
-    "07_benchmark": {"STEPS": 3, "EVAL_EXAMPLES": 16, "SEEDS": [0], "FEW_SHOT_DRAWS": 2},
+    "07_benchmark": {"STEPS": 3, "EVAL_EXAMPLES": 16, "SEEDS": [0], "FEW_SHOT_DRAWS": 2, "CHOICE_EXAMPLES": 8,
+                     "ABLATION_EXAMPLES": 6},
     "A_tiny_world": {"SAMPLES": 3},
 }
 
@@ -92,9 +93,9 @@ def write_summary(summary: dict, out_dir) -> Path:
                          f"{(r.get('peak_memory_bytes') or 0) / 1e6:.1f} | {'' if step is None else f'{step:.3f}'} | "
                          f"{r.get('metric')} | {r.get('value')} |")
     if bench.get("claims"):
-        lines += ["", "## The article's claims, as measured in this run", "", "| # | claim | measured | verdict |",
+        lines += ["", "## The article's claims, as measured in this run", "", "| # | claim | evidence | verdict |",
                   "|---:|---|---|---|"]
-        lines += [f"| {i} | {c['claim']} | {c['measured']} | **{c['verdict']}** |"
+        lines += [f"| {i} | {c['claim']} | {c['evidence']} | **{c['verdict']}** |"
                   for i, c in enumerate(bench["claims"], 1)]
     path = Path(out_dir) / "summary.md"
     path.write_text("\n".join(lines) + "\n")

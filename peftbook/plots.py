@@ -186,3 +186,78 @@ def plot_bench(rows: list[dict]) -> dict:
             "peak_memory": plot_memory_by_category(memory, "peak memory by category (few-shot: inference)"),
             "step_time": plot_bars(rows, "step_time_s", "seconds per training step"),
             "latency": plot_bars(rows, "latency_s", "seconds per example (batch 1)", "latency_merged_s")}
+
+
+def plot_seed_scores(scores: dict, metric: str, title: str = "test score per seed"):
+    """One column per method of ``{method: [score per seed]}``: a dot per seed, the mean ± sd as a bar."""
+    import statistics
+
+    fig = new_figure((7, 4))
+    ax = fig.add_subplot()
+    for x, (method, values) in enumerate(scores.items()):
+        mean = statistics.fmean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        ax.errorbar(x, mean, yerr=sd, fmt="_", markersize=18, capsize=6, color="black", zorder=3)
+        ax.scatter([x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))], values, alpha=0.7, zorder=2)
+    ax.set_xticks(range(len(scores)), list(scores), rotation=30)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(title)
+    return fig
+
+
+def plot_loss_bands(curves: dict, title: str, window: int | None = None):
+    """For each ``{label: [losses per seed]}``: the mean over seeds (smoothed) and a band of ± one sd."""
+    import statistics
+
+    fig = new_figure((6, 3))
+    ax = fig.add_subplot()
+    for label, runs in curves.items():
+        steps = min(len(r) for r in runs)
+        window = window or max(1, steps // 15)
+        smoothed = [smooth(r[:steps], window) for r in runs]
+        mean = [statistics.fmean(v) for v in zip(*smoothed)]
+        sd = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in zip(*smoothed)]
+        (line,) = ax.plot(range(1, steps + 1), mean, label=f"{label} ({len(runs)} seeds)")
+        ax.fill_between(range(1, steps + 1), [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                        color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="step", ylabel="training loss (mean ± sd over seeds)", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_choice_order(grid: dict, metric: str):
+    """Few-shot scores per k: one column of dots per choice of demonstrations, its orders stacked."""
+    fig = new_figure((7, 4))
+    ax = fig.add_subplot()
+    ks = sorted(grid, key=int)
+    for i, k in enumerate(ks):
+        for c, orders in enumerate(grid[k]):
+            x = i + 0.15 * (c - (len(grid[k]) - 1) / 2)
+            ax.plot([x] * len(orders), orders, "o-", alpha=0.7, color=f"C{c}", label=f"choice {c + 1}" if i == 0 else None)
+    ax.set_xticks(range(len(ks)), [f"k={k}" for k in ks])
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title("few-shot: each column a choice of examples, its dots their orders")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_spectra(spectra: dict, random_values=None, rank: int | None = None, limit: int = 6):
+    """Cumulative share of energy in the top-r singular directions, per matrix of ``{name: singular values}``
+    (at most ``limit`` drawn), against a random matrix's (``random_values``); a line at ``rank``."""
+    fig = new_figure((6, 3.5))
+    ax = fig.add_subplot()
+
+    def cumulative(values):
+        energy = values.double() ** 2
+        return (energy.cumsum(0) / energy.sum()).tolist()
+
+    for name, values in list(spectra.items())[:limit]:
+        ax.plot(range(1, len(values) + 1), cumulative(values), label=name, linewidth=1)
+    if random_values is not None:
+        ax.plot(range(1, len(random_values) + 1), cumulative(random_values), "k--", label="random matrix")
+    if rank:
+        ax.axvline(rank, color="grey", linestyle=":", label=f"r = {rank}")
+    ax.set(xlabel="top r singular directions", ylabel="share of the change's energy", xscale="log",
+           title="how low-rank is the weight change of full fine-tuning?")
+    ax.legend(fontsize=7)
+    return fig

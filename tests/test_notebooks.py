@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from peftbook.claims import CLAIMS
 from peftbook.notebooks import NOTEBOOK_DIR, NOTEBOOKS, available_notebooks, run_notebooks
 
 PRESENT = available_notebooks()
@@ -52,6 +53,24 @@ def test_conventions(name):
     assert not any(o.get("output_type") == "error" for o in outputs), "committed without errors"
 
 
+DRAWS = re.compile(r"\bplot_\w+\(|\bplt\.|\.plot\(|\.imshow\(|\.bar\(")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", PRESENT)
+def test_every_cell_that_draws_shows_its_figure(name):
+    """A code cell that calls a plotting function has a PNG among its committed outputs."""
+    blind = []
+    for index, cell in enumerate(_cells(name)):
+        if cell["cell_type"] != "code":
+            continue
+        code = "\n".join(line for line in _source(cell).splitlines()
+                         if not line.lstrip().startswith(("from ", "import ", "#", "def ")))
+        if DRAWS.search(code) and not any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            blind.append(index)
+    assert blind == [], f"cells {blind} draw a figure but show no image"
+
+
 @pytest.mark.unit
 def test_benchmark_notebook_takes_its_verdicts_from_peftbook_claims():
     code = "\n".join(_source(c) for c in _cells("07_benchmark") if c["cell_type"] == "code")
@@ -83,8 +102,14 @@ def check_metrics(name: str, metrics: dict) -> None:
         memory = metrics["memory"]
         assert sum(memory["by_category"].values()) == pytest.approx(memory["peak_bytes"], rel=1e-6)
     if "claims" in metrics:
-        assert len(metrics["claims"]) == 10
-        assert all(claim["verdict"] for claim in metrics["claims"])
+        assert [c["id"] for c in metrics["claims"]] == sorted(CLAIMS)
+        assert all(set(c) == {"id", "claim", "verdict", "evidence"} and c["verdict"] for c in metrics["claims"])
+    if "headline" in metrics:
+        headline = metrics["headline"]
+        assert {"task", "metric", "budget", "rows"} <= set(headline)
+        for row in headline["rows"]:
+            assert {"method", "k", "mean", "sd", "n_seeds", "trainable_params"} <= set(row)
+            assert 0 <= row["mean"] <= 1 and row["sd"] >= 0 and row["n_seeds"] >= 1
 
 
 @pytest.mark.notebooks

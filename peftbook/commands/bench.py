@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from peftbook.bench import parse_methods, run_bench, table_footnote
+    from peftbook.claims import describe_gate, headline_gate
     from peftbook.results import format_table
 
     methods = parse_methods([m for item in args.methods for m in item.split(",") if m])
@@ -47,5 +48,6 @@ def run(args) -> int:
         print(json.dumps({"records": records}, default=str))
     else:
         print(format_table(records, table_footnote(next((r["metric"] for r in records if r.get("metric")), "metric"))))
+        print(describe_gate(headline_gate(records)))
         print(f"results: {args.out}/results.json, results.csv, *.png")
     return 1 if any(r.get("error") for r in records) else 0

@@ -111,7 +111,11 @@ def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str],
 
 def evaluate_classification(model, tokenizer, task, examples: list, train: list, config: FewShotConfig) -> dict:
     """Accuracy (and predictions) of one draw of shots on ``examples``."""
-    shots = select_shots(train, config)
+    return score_demonstrations(model, tokenizer, task, examples, select_shots(train, config), config)
+
+
+def score_demonstrations(model, tokenizer, task, examples: list, shots: list, config: FewShotConfig) -> dict:
+    """Accuracy (and predictions) on ``examples`` of a classification prompt with these ``shots``, in this order."""
     prompts = [build_prompt(task, shots, e, config.separator) for e in examples]
     scores = label_logprobs(model, tokenizer, prompts, task.labels, config.batch_size)
     if config.calibrate:
@@ -122,6 +126,42 @@ def evaluate_classification(model, tokenizer, task, examples: list, train: list,
         scores = torch.log_softmax(scores, dim=-1) - torch.log_softmax(bias, dim=-1)
     predictions = [task.labels[j] for j in scores.argmax(dim=-1).tolist()]
     return {**task.score(predictions, examples), "predictions": predictions}
+
+
+def choice_and_order(model, tokenizer, task, shots=(1, 2, 3, 4), choices: int = 4, orders: int = 3, seed: int = 0,
+                     num_examples: int | None = 200, split: str = "test", progress: bool = True) -> dict:
+    """Which demonstrations, or their order? ``{k: [[score of each order] for each choice]}``.
+
+    For each k, ``choices`` draws of k training examples (``select_shots`` with seeds ``seed``,
+    ``seed + 1``, ...); each draw is scored in its drawn order and ``orders - 1`` more shuffles of it
+    (one order for k = 1), on the first ``num_examples`` of ``split``. Classification tasks only.
+    """
+    if task.kind != "classification":
+        raise ValueError(f"choice_and_order scores label words; task {task.name!r} is a {task.kind} task")
+    if choices < 1 or orders < 1:
+        raise ValueError(f"choices={choices!r} and orders={orders!r} are not allowed; both must be at least 1")
+    train, examples = task.examples("train"), task.examples(split)[:num_examples]
+    for k in shots:  # every k is checked before the first forward pass
+        select_shots(train, FewShotConfig(shots=k))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(choices * (orders if k > 1 else 1) for k in shots), desc="choice and order",
+               disable=not progress)
+    grid = {}
+    for k in shots:
+        grid[k] = []
+        for choice in range(choices):
+            config = FewShotConfig(shots=k, seed=seed + choice)
+            drawn, row = select_shots(train, config), []
+            for order in range(orders if k > 1 else 1):
+                shuffled = list(drawn)
+                if order:
+                    random.Random(1000 * (seed + choice) + order).shuffle(shuffled)
+                row.append(score_demonstrations(model, tokenizer, task, examples, shuffled, config)[task.metric])
+                bar.update()
+            grid[k].append(row)
+    bar.close()
+    return grid
 
 
 def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16,

@@ -195,3 +195,22 @@ def qlora_optimizer(params, lr: float) -> torch.optim.Optimizer:
 
         return bnb.optim.PagedAdamW8bit(params, lr=lr)
     return torch.optim.AdamW(params, lr=lr)
+
+
+def stored_bytes_per_weight(model: nn.Module) -> float:
+    """Bytes the 4-bit layers of ``model`` hold per weight, measured: packed codes, block scales and
+    (double quantization) the scales' own scales and offset, over the weights they stand for. A tensor
+    that layers share (the 16-value code book) counts once."""
+    storages, weights = {}, 0
+    for layer in model.modules():
+        if not is_4bit(layer):
+            continue
+        state = layer.weight.quant_state
+        tensors = [layer.weight.data, state.absmax, state.code]
+        if state.nested:
+            tensors += [state.state2.absmax, state.state2.code, state.offset]
+        storages.update({t.data_ptr(): t.numel() * t.element_size() for t in tensors})
+        weights += layer.in_features * layer.out_features
+    if not weights:
+        raise ValueError("the model has no 4-bit layer: apply QLoRAConfig first")
+    return sum(storages.values()) / weights
