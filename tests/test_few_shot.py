@@ -146,3 +146,22 @@ def test_fewshot_cli_generation_task(capsys):
 def test_fewshot_cli_bad_input(capsys, args, match):
     code, _, err = _cli(capsys, *args)
     assert code == 2 and match in err
+
+
+def test_choice_and_order_separates_which_examples_from_their_order():
+    from peftbook.methods.few_shot import choice_and_order, score_demonstrations
+
+    model, tokenizer = _tiny_lm()
+    task = builtin_task("sentiment", {"train": _train(), "test": load_task("sentiment").examples("test")[:6]})
+    grid = choice_and_order(model, tokenizer, task, shots=(1, 3), choices=2, orders=3, seed=5, progress=False)
+    assert [len(grid[1][c]) for c in range(2)] == [1, 1]  # one example has one order
+    assert [len(grid[3][c]) for c in range(2)] == [3, 3]
+    examples = task.examples("test")
+    for choice in range(2):  # the first order of each choice is select_shots' own draw
+        config = FewShotConfig(shots=3, seed=5 + choice)
+        drawn = select_shots(_train(), config)
+        assert grid[3][choice][0] == score_demonstrations(model, tokenizer, task, examples, drawn, config)["accuracy"]
+    with pytest.raises(ValueError, match="choices=0"):
+        choice_and_order(model, tokenizer, task, choices=0, progress=False)
+    with pytest.raises(ValueError, match="shots=30 is more than the 20"):
+        choice_and_order(model, tokenizer, task, shots=(1, 30), progress=False)

@@ -167,3 +167,18 @@ def test_clear_error_without_a_4bit_backend(monkeypatch):
 def test_bad_config(fields, message):
     with pytest.raises(ValueError, match=message):
         peftbook.apply(make_tiny_model("llama"), QLoRAConfig(**fields))
+
+
+def test_stored_bytes_per_weight_is_measured_from_the_4bit_layers():
+    from peftbook.memory.estimate import NF4_BYTES_PER_PARAM
+
+    def stored(double_quant, size=1024):
+        layer = qlora.quantize_linear(torch.nn.Linear(size, size, bias=False), double_quant=double_quant)
+        return qlora.stored_bytes_per_weight(torch.nn.Sequential(layer))
+
+    # a large layer: codes and scales as the simulator counts them, its small lookup tables a rounding error
+    assert stored(True) == pytest.approx(NF4_BYTES_PER_PARAM, rel=3e-3)
+    assert stored(False) == pytest.approx(0.5 + 4 / 64, rel=3e-3)  # fp32 block scales instead of 8-bit ones
+    assert stored(True, 64) > stored(True)  # on a tiny layer the tables weigh
+    with pytest.raises(ValueError, match="no 4-bit layer"):
+        qlora.stored_bytes_per_weight(make_tiny_model("llama"))
