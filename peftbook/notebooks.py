@@ -29,7 +29,7 @@ SMOKE_PARAMETERS: dict[str, dict] = {
     "05_lora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "06_qlora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "07_benchmark": {"STEPS": 3, "EVAL_EXAMPLES": 16, "SEEDS": [0], "FEW_SHOT_DRAWS": 2, "CHOICE_EXAMPLES": 8,
-                     "ABLATION_EXAMPLES": 6},
+                     "CURVE_EXAMPLES": [16], "ABLATION_EXAMPLES": 6},
     "A_tiny_world": {"SAMPLES": 3},
 }
 

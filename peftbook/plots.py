@@ -261,3 +261,16 @@ def plot_spectra(spectra: dict, random_values=None, rank: int | None = None, lim
            title="how low-rank is the weight change of full fine-tuning?")
     ax.legend(fontsize=7)
     return fig
+
+
+def plot_examples_curve(curves: dict, metric: str, title: str = "test score vs labelled training examples"):
+    """One line per method of ``{method: {examples: score}}`` (log x): how each learns from k examples."""
+    fig = new_figure((6.5, 4))
+    ax = fig.add_subplot()
+    for method, points in curves.items():
+        ks = sorted(points)
+        ax.plot(ks, [points[k] for k in ks], "o-", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="labelled training examples k (log)", ylabel=f"test {metric}", title=title)
+    ax.legend(fontsize=8)
+    return fig
