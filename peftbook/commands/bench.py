@@ -1,10 +1,10 @@
 """``python -m peftbook bench``: every method on one model, task and budget -> results + plots + table."""
 from __future__ import annotations
 
-import json
 import sys
 
 
+from peftbook.errors import strict_json
 from peftbook.methods import ALL_METHODS
 
 
@@ -45,7 +45,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps({"records": records}, default=str))
+        print(strict_json({"records": records}, default=str))
     else:
         print(format_table(records, table_footnote(next((r["metric"] for r in records if r.get("metric")), "metric"))))
         print(describe_gate(headline_gate(records)))

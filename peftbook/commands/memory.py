@@ -10,8 +10,8 @@ gpt2) or the built-in Llama 3 shapes ``llama-1b``, ``llama-8b``, ``llama-70b``, 
 """
 from __future__ import annotations
 
-import json
 
+from peftbook.errors import strict_json
 from peftbook.methods import TRAINABLE_METHODS
 
 # CLI flag -> method config field
@@ -111,7 +111,7 @@ def run(args) -> int:
               "optimizer": args.optimizer, "simulated": simulated.to_dict(), "estimated": estimated,
               "measured": measure(args, method_config) if args.measure else None}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(strict_json(result, indent=2))
         return 0
     print(f"{args.model}, {args.method}, batch {args.batch}, seq {args.seq}, {args.dtype}, {args.optimizer}: "
           f"{estimated['num_params']:,} parameters, {estimated['trainable_params']:,} trainable")
@@ -136,7 +136,7 @@ def run_table(args) -> int:
     rows = rule_of_thumb_table(batch_size=args.batch, dtype=args.dtype, optimizer=args.optimizer,
                                device=args.simulate_device)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(strict_json(rows, indent=2))
     else:
         print(format_table(rows))
     return 0
