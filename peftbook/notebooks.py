@@ -74,14 +74,13 @@ def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, 
         parameters: extra parameters for every notebook (e.g. ``{"MODEL": path}``), after smoke ones.
         render: write the executed notebook back over ``notebooks/<name>.ipynb`` (committed outputs).
     """
-    import papermill
-
     existing = available_notebooks()
     names = list(names) if names else existing
     unknown = [n for n in names if n not in existing]
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(existing)}")
     check_parameter_names(names, parameters or {})
+    import papermill
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {}
