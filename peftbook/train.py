@@ -139,8 +139,8 @@ def check_out_dir(config: TrainConfig) -> None:
     if not present:
         return
     if not config.overwrite:
-        raise OutputError(f"out_dir {str(out)!r} is not empty (holds {', '.join(present[:5])}); "
-                          "resume the run there, choose an empty folder, or overwrite it")
+        raise OutputError(f"out_dir {str(out)!r} already holds {', '.join(present[:5])}; resume the run there "
+                          "(resume / --resume), choose an empty folder, or replace it (overwrite / --overwrite)")
     foreign = [name for name in present if name not in OUTPUT_NAMES and not name.startswith(".")]
     if foreign:
         raise OutputError(f"out_dir {str(out)!r} holds files a training run did not write "

@@ -88,7 +88,7 @@ def test_overwrite_replaces_an_earlier_run_without_mixing_checkpoints(tmp_path, 
     (out / "history.json").write_text("{}")
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert main(train_argv(model_dir, task_dir, out, "--steps", "2", "--checkpoint-every", "2")) == 2
-    assert "is not empty" in capsys.readouterr().err
+    assert "already holds" in capsys.readouterr().err
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before  # refused: nothing touched
     assert main(train_argv(model_dir, task_dir, out, "--steps", "2", "--checkpoint-every", "2", "--overwrite")) == 0
     assert latest_checkpoint(out).name == "step-2"

@@ -305,11 +305,11 @@ def unmerge(model: nn.Module) -> nn.Module:
 def mergeable(model: nn.Module, verb: str) -> ModuleType:
     """The file of the method applied to ``model`` when it can merge (LoRA, QLoRA); else a clear error."""
     config = applied_config(model)
+    mergeable_names = [name for name, m in METHODS.items() if m.merges]
     if config is None and getattr(model, "peftbook_unloaded", False):
-        raise ValueError(f"{verb}() is not possible after merge(unload=True): the LoRA layers were removed "
-                         "and the model is a plain base model now (reload the base and the adapter)")
+        raise ValueError(f"{verb}() applies to {', '.join(mergeable_names)} only, and merge(unload=True) removed "
+                         "this model's LoRA layers: it is a plain base model now (reload the base and the adapter)")
     if config is None or not get_method(config.method).merges:
-        mergeable_names = [name for name, m in METHODS.items() if m.merges]
         raise ValueError(f"{verb}() applies to {', '.join(mergeable_names)} only; "
                          f"this model has {getattr(config, 'method', 'no method')}")
     return get_method(config.method).module
