@@ -138,6 +138,8 @@ CLI_CASES = [
     (["memory", "--model", "{tmp}/nomodel", "--method", "lora"], "nomodel"),
     (["memory", "--model", "llama-8b", "--batch", "one"], "invalid int value: 'one'"),
     # eval
+    (["eval", "--model", "{tmp}/configonly", "--task", "{task}"], "configonly holds config.json but lacks weights"),
+    (["eval", "--model", "{tmp}/noconfig", "--task", "{task}"], "noconfig is a directory but holds no config.json"),
     (["eval", "--model", "{model}", "--task", "{task}", "--adapter", "{tmp}/noadapter"], "noadapter"),
     (["eval", "--model", "{model}", "--task", "{task}", "--adapter", "{tmp}/truncated"], "adapter_model.safetensors"),
     (["eval", "--model", "{model}", "--task", "{task}", "--adapter", "{tmp}/badjson"], "peftbook_adapter.json"),
@@ -172,6 +174,9 @@ def prepare(tmp: Path, model_dir: Path) -> None:
     (tmp / "empty").mkdir()
     fake_checkpoint(tmp / "run", lr=3e-3, batch_size=16, warmup=max(1, 200 // 10))
     (tmp / "noadapter").mkdir()
+    (tmp / "configonly").mkdir()
+    (tmp / "configonly" / "config.json").write_text((model_dir / "config.json").read_text())
+    (tmp / "noconfig").mkdir()
     for name in ("truncated", "badjson"):
         (tmp / name).mkdir()
         (tmp / name / "peftbook_adapter.json").write_text(json.dumps({"method": "lora", "config": {"rank": 4}}))
@@ -436,6 +441,28 @@ def test_unknown_notebook_parameters_are_errors(parameters, words, tmp_path):
 
     with pytest.raises(ConfigError, match=words):
         run_notebooks(["05_lora"], out_dir=tmp_path, parameters=parameters)
+
+
+@pytest.mark.unit
+def test_a_notebook_stopped_by_a_bad_parameter_is_one_line(tmp_path, monkeypatch, capsys):
+    """What papermill raises when a notebook's checking cell stops becomes ``error: <notebook, the line>``."""
+    import papermill
+
+    def stopped(*args, **kwargs):
+        raise papermill.PapermillExecutionError(3, 2, "check_positive('RANK', RANK)", "ValueError",
+                                                "parameter RANK=0 is not allowed; it must be a number >= 1",
+                                                ["Traceback (most recent call last):", "..."])
+
+    monkeypatch.setattr(papermill, "execute_notebook", stopped)
+    code, err = cli(["notebooks", "--only", "05_lora", "-p", "RANK", "0", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert re.search(r"error: notebook 05_lora stopped in cell 2: ValueError: parameter RANK=0", err), err
+
+
+@pytest.mark.unit
+def test_memory_beyond_the_context_says_so(capsys):
+    code, err = cli(["memory", "--model", "llama-8b", "--method", "lora", "--seq", "10000000", "--json"], capsys)
+    assert code == 0 and "76.3x llama-8b's context of 131072 tokens" in err
 
 
 @pytest.mark.unit
