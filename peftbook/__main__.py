@@ -2,6 +2,8 @@
 
 Each command lives in ``peftbook/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``; a command prints a human table, or one JSON document with ``--json``.
+A user error (``peftbook.errors``, a bad value, a missing file) prints ``error: <one line>`` and exits
+2; ``--debug`` shows its traceback instead. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ import sys
 
 from peftbook.commands import bench, fewshot, info, memory, notebooks, run, tiny, train
 from peftbook.commands import eval as evaluate
+from peftbook.errors import PeftbookError, one_line
 
 COMMANDS = (info, run, tiny, fewshot, train, evaluate, memory, bench, notebooks)  # in the order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m peftbook", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers)
@@ -30,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        # bad input and missing files: one clear line, not a traceback
-        print(f"error: {error}", file=sys.stderr)
+    except (PeftbookError, ValueError, OSError, RuntimeError) as error:
+        # bad input, missing or refused files: one clear line, not a traceback
+        if args.debug:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

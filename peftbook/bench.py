@@ -154,7 +154,8 @@ def run_trained(model_name: str, task, method: str, seed: int, steps: int, impl:
     closed_form = get_method(method).module.num_trainable(model.config, config)
     lr = defaults["lr"] if lr is None else lr
     settings = train_config(method, task, steps, seed, lr=lr, eval_examples=min(eval_examples or 200, 200),
-                            progress=progress, out_dir=str(out_dir) if out_dir else None, save_adapter=False)
+                            progress=progress, out_dir=str(out_dir) if out_dir else None, save_adapter=False,
+                            overwrite=True)  # the bench's own run folder: a re-run replaces it
     start = time.perf_counter()
     result = train(model, tokenizer, task, settings)
     train_seconds = time.perf_counter() - start

@@ -152,6 +152,26 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     return name
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
+
+
+def check_model_files(path: str) -> None:
+    """A local model directory must hold weights and a tokenizer: name the directory and what is missing
+    (instead of ``transformers``' advice to install a converter for a tokenizer that is not there)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return  # a hub id
+    missing = []
+    if not any(f.suffix in WEIGHT_SUFFIXES for f in directory.iterdir()):
+        missing.append(f"weights (*{', *'.join(WEIGHT_SUFFIXES)})")
+    if not any((directory / name).exists() for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer ({', '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise FileNotFoundError(f"model directory {directory} holds config.json but lacks {' and '.join(missing)}; "
+                                "save both the model and its tokenizer there with save_pretrained")
+
+
 def bnb_4bit_available() -> bool:
     """True when bitsandbytes imports and its 4-bit ops run on this machine (CPU or CUDA)."""
     try:
@@ -205,6 +225,7 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     path = resolve_model_path(name_or_path)
+    check_model_files(path)
     kwargs: dict = {"dtype": dtype}
     if quantize is not None:
         if not bnb_4bit_available():

@@ -7,12 +7,17 @@ runner and the tests read those files.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import time
 from pathlib import Path
 
 from peftbook.environment import device_info, versions
+from peftbook.errors import ConfigError
+
+# What a notebook raises for a bad parameter: reported as one line naming the notebook, not a traceback.
+USER_ERRORS = ("ValueError", "FileNotFoundError", "ConfigError", "DataError", "AdapterError", "OutputError")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = (
@@ -39,6 +44,25 @@ def available_notebooks() -> list[str]:
     return [name for name in NOTEBOOKS if (NOTEBOOK_DIR / f"{name}.ipynb").exists()]
 
 
+def notebook_parameters(name: str) -> list[str]:
+    """The names the ``parameters`` cell of notebook ``name`` assigns."""
+    cells = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    return [target.id for node in ast.parse(source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)]
+
+
+def check_parameter_names(names: list[str], parameters: dict) -> None:
+    """Refuse a parameter that none of the notebooks ``names`` has (a typo would run with the defaults)."""
+    known = {"OUTPUT_DIR"}.union(*(notebook_parameters(name) for name in names))
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {', '.join(unknown)} for {', '.join(names)}; "
+                          f"known: {', '.join(sorted(known))}")
+
+
 def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, parameters: dict | None = None,
                   render: bool = False, progress: bool = True) -> dict:
     """Execute notebooks with papermill; returns ``{name: {"seconds", "metrics", "output"}}``.
@@ -50,13 +74,13 @@ def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, 
         parameters: extra parameters for every notebook (e.g. ``{"MODEL": path}``), after smoke ones.
         render: write the executed notebook back over ``notebooks/<name>.ipynb`` (committed outputs).
     """
-    import papermill
-
     existing = available_notebooks()
     names = list(names) if names else existing
     unknown = [n for n in names if n not in existing]
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(existing)}")
+    check_parameter_names(names, parameters or {})
+    import papermill
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {}
@@ -69,8 +93,14 @@ def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, 
         start = time.perf_counter()
         # iopub_timeout: papermill fails a cell whose output is not drained 4 s after it finished; on a
         # busy machine (the kit's CI has 2 shared cores) a training cell's progress output took longer
-        papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(NOTEBOOK_DIR),
-                                   progress_bar=progress, kernel_name="python3", iopub_timeout=120)
+        try:
+            papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(NOTEBOOK_DIR),
+                                       progress_bar=progress, kernel_name="python3", iopub_timeout=120)
+        except papermill.PapermillExecutionError as error:
+            if error.ename not in USER_ERRORS:
+                raise
+            raise ConfigError(f"notebook {name} stopped in cell {error.exec_count}: {error.ename}: {error.evalue} "
+                              f"(executed copy: {target})") from None
         metrics_file = out_dir / f"{name}.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         summary[name] = {"seconds": round(time.perf_counter() - start, 1), "metrics": metrics,

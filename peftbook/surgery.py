@@ -43,6 +43,33 @@ def set_applied_config(model: nn.Module, config) -> None:
     setattr(model, CONFIG_ATTRIBUTE, config)
 
 
+def snapshot(model: nn.Module) -> list:
+    """What ``restore`` needs to undo a failed method injection: every module's attributes, its children,
+    parameters, buffers and hooks (shallow copies: the tensors themselves are not copied), and which
+    parameters were trainable."""
+    modules = []
+    for module in model.modules():
+        attributes = dict(module.__dict__)
+        containers = {key: dict(value) for key, value in attributes.items() if isinstance(value, dict)}
+        modules.append((module, attributes, containers))
+    return [modules, [(p, p.requires_grad) for p in model.parameters()]]
+
+
+def restore(state: list) -> None:
+    """Put every module of a ``snapshot`` back as it was (replaced layers, added hooks and attributes)."""
+    modules, flags = state
+    for module, attributes, containers in modules:
+        for key in set(module.__dict__) - set(attributes):
+            del module.__dict__[key]
+        module.__dict__.update(attributes)
+        for key, saved in containers.items():
+            container = module.__dict__[key]
+            container.clear()
+            container.update(saved)
+    for parameter, requires_grad in flags:
+        parameter.requires_grad_(requires_grad)
+
+
 def add_forward_pre_hook(model: nn.Module, hook) -> None:
     """``model.register_forward_pre_hook(hook, with_kwargs=True)``, keeping the handle on the model."""
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)

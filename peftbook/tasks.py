@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from peftbook.errors import DataError
 from peftbook.metrics import text_metrics
 from peftbook.models import DATA_DIR
 
@@ -210,20 +211,28 @@ def read_jsonl(path: str | Path) -> list[Example]:
     """Read one JSONL file of ``{"input", "output"[, "label"]}`` lines; errors name file and line."""
     path = Path(path)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                                f"{error.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object with 'input' and 'output'")
+                raise DataError(f"{path}:{number}: expected a JSON object with 'input' and 'output'")
             missing = [k for k in ("input", "output") if not isinstance(row.get(k), str)]
             if missing:
-                raise ValueError(f"{path}:{number}: missing or non-string field(s) {missing}; "
-                                 "each line needs 'input' and 'output' (and 'label' for classification)")
+                raise DataError(f"{path}:{number}: missing or non-string field(s) {missing}; "
+                                "each line needs 'input' and 'output' (and 'label' for classification)")
+            if row.get("label") is not None and not isinstance(row["label"], str):
+                raise DataError(f"{path}:{number}: label {row['label']!r} is a {type(row['label']).__name__}; "
+                                "labels are strings (write \"label\": \"" + str(row["label"]) + "\")")
             rows.append(Example(input=row["input"], output=row["output"], label=row.get("label")))
     return rows
 
@@ -248,7 +257,7 @@ def _from_rows(name: str, splits: dict[str, list[Example]], source: str, **spec)
         for split, rows in splits.items():
             for number, e in enumerate(rows, 1):
                 if e.label is None:
-                    raise ValueError(f"{source} ({split}), example {number}: classification needs a 'label' field")
+                    raise DataError(f"{source} ({split}), example {number}: classification needs a 'label' field")
     return Task(name=name, splits=splits, source=source, **spec)
 
 

@@ -20,7 +20,12 @@ What it does, and why:
 * **checkpoints** every ``checkpoint_every`` steps: the trainable parameters, the optimizer and
   scheduler states, every process's RNG state, the step and the history; ``resume=True`` continues
   from the latest one and ends with the same weights as an uninterrupted run. Ctrl-C
-  (KeyboardInterrupt) saves a checkpoint and the results so far and returns them (``interrupted``).
+  (KeyboardInterrupt) and SIGTERM (what ``timeout``, schedulers and CI send) save a checkpoint and
+  the results so far and return them (``interrupted``, ``interrupted_by``).
+* **files**: checkpoints, the adapter and ``history.json`` are written under a temporary name and
+  renamed, so a crash leaves the old file or the new one, never half of one; a new run refuses an
+  ``out_dir`` that holds an earlier run's results (``resume=True`` continues it, ``overwrite=True``
+  replaces it), so checkpoints of two runs never mix.
 * **memory**: the first ``memory_steps`` steps run under ``peftbook.memory.track_memory`` (the
   peak is reached once the optimizer state exists); the step time is taken from the other steps,
   so the tracker's overhead does not count.
@@ -30,7 +35,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
+import signal
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +46,7 @@ from pathlib import Path
 import torch
 
 from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
+from peftbook.errors import ConfigError, OutputError, replace_directory, write_text_atomic
 from peftbook.evaluate import evaluate
 from peftbook.memory import track_memory
 from peftbook.methods import get_method, save_adapter
@@ -66,30 +75,100 @@ class TrainConfig:
     out_dir: str | None = None        # where checkpoints, history.json and the final adapter go
     save_adapter: bool = True         # write out_dir/adapter at the end (when a peftbook method is applied)
     resume: bool = False              # continue from the latest checkpoint in out_dir
+    overwrite: bool = False           # replace an earlier run's results in out_dir (else it is refused)
     seed: int = 0                     # data order, dropout and any random init after this point
     optimizer: str = "auto"           # auto (paged 8-bit AdamW for QLoRA on CUDA, else AdamW) | adamw | paged_adamw_8bit
     memory_steps: int = 2             # steps measured by track_memory (0 = no measurement)
     progress: bool = True             # tqdm.auto progress bar with the loss
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.grad_accum < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        for name, minimum in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("max_length", 2),
+                              ("eval_every", 0), ("checkpoint_every", 0), ("seed", 0), ("memory_steps", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            if value < minimum:
+                raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        if self.eval_examples is not None and (isinstance(self.eval_examples, bool)
+                                               or not isinstance(self.eval_examples, int) or self.eval_examples < 1):
+            raise ConfigError(f"eval_examples must be None (all) or an integer >= 1, got {self.eval_examples!r}")
+        if not is_number(self.lr) or not 0 < self.lr < math.inf:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr!r}")
+        if not is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.max_grad_norm is not None and (not is_number(self.max_grad_norm) or not self.max_grad_norm > 0):
+            # <= 0 would zero every gradient (0) or flip its sign (< 0); None turns clipping off
+            raise ConfigError(f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule {self.schedule!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
+            raise ConfigError(f"schedule {self.schedule!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
-        if self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+            raise ConfigError(f"optimizer {self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
         if (self.checkpoint_every or self.resume) and not self.out_dir:
-            raise ValueError("checkpoint_every and resume need out_dir")
+            raise ConfigError("checkpoint_every and resume need out_dir")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume and overwrite exclude each other: resume continues the run in out_dir, "
+                              "overwrite replaces it")
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+# What a resumed run must share with the run it continues (the rest, e.g. steps or eval_every, may change).
+RESUME_FIXED = ("batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "max_grad_norm",
+                "max_length", "seed", "optimizer")
+OUTPUT_NAMES = ("checkpoints", "adapter", "history.json")  # what a run writes into out_dir
+
+
+def check_out_dir(config: TrainConfig) -> None:
+    """Refuse an ``out_dir`` that would mix with or overwrite something, before any training.
+
+    A file, or a folder holding anything a new run did not write, is refused; an earlier run's results
+    are refused unless ``resume`` (continue it) or ``overwrite`` (replace them: removed here).
+    """
+    if config.out_dir is None:
+        return
+    if not str(config.out_dir).strip():
+        raise ConfigError("out_dir is empty; give a folder name")
+    out = Path(config.out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"out_dir {str(out)!r} is an existing file, not a folder")
+    if config.resume or not out.exists():
+        return
+    present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return
+    if not config.overwrite:
+        raise OutputError(f"out_dir {str(out)!r} already holds {', '.join(present[:5])}; resume the run there "
+                          "(resume / --resume), choose an empty folder, or replace it (overwrite / --overwrite)")
+    foreign = [name for name in present if name not in OUTPUT_NAMES and not name.startswith(".")]
+    if foreign:
+        raise OutputError(f"out_dir {str(out)!r} holds files a training run did not write "
+                          f"({', '.join(foreign[:5])}); overwrite replaces only a run's results: choose another folder")
+    for name in present:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so that it saves what Ctrl-C saves."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While training, SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -101,6 +180,7 @@ class TrainResult:
     tokens_per_s: float | None = None                  # non-padding tokens per second (all processes)
     steps_done: int = 0
     interrupted: bool = False
+    interrupted_by: str | None = None                 # "SIGINT" (Ctrl-C) or "SIGTERM"
     num_processes: int = 1
     out_dir: str | None = None
 
@@ -202,9 +282,12 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, result: TrainResul
     """Write a resumable checkpoint for the current step (every process writes its RNG state)."""
     from safetensors.torch import save_file
 
-    directory = Path(config.out_dir) / "checkpoints" / f"step-{result.steps_done}"
-    directory.mkdir(parents=True, exist_ok=True)
+    final = Path(config.out_dir) / "checkpoints" / f"step-{result.steps_done}"
+    directory = final.with_name(f".{final.name}.tmp")  # renamed to step-N once complete
+    if accelerator.is_main_process and directory.exists():
+        shutil.rmtree(directory)  # a crash's leftover
     accelerator.wait_for_everyone()
+    directory.mkdir(parents=True, exist_ok=True)
     rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     torch.save(rng, directory / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
@@ -217,7 +300,24 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, result: TrainResul
                  "memory": result.memory, "config": asdict(config), "num_processes": accelerator.num_processes}
         (directory / "state.json").write_text(json.dumps(state, indent=1, default=str))  # written last: complete
     accelerator.wait_for_everyone()
-    return directory
+    if accelerator.is_main_process:
+        replace_directory(directory, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def check_resume(config: TrainConfig) -> None:
+    """Raise unless ``out_dir`` holds a checkpoint whose settings are ``config``'s (a changed learning rate
+    would otherwise be ignored without a word: the optimizer's state carries the old one)."""
+    directory = latest_checkpoint(config.out_dir)
+    if directory is None:
+        raise FileNotFoundError(f"resume=True but {config.out_dir} holds no checkpoint")
+    saved = json.loads((directory / "state.json").read_text())["config"]
+    changed = [f"{name} {getattr(config, name)!r} (the checkpoint has {saved[name]!r})"
+               for name in RESUME_FIXED if name in saved and saved[name] != getattr(config, name)]
+    if changed:
+        raise ConfigError(f"resume continues the run in {config.out_dir} with its own settings, but "
+                          f"{'; '.join(changed)}: drop the change, or start a new run in another folder")
 
 
 def load_checkpoint(directory: Path, accelerator, model, optimizer, scheduler, result: TrainResult) -> None:
@@ -231,10 +331,10 @@ def load_checkpoint(directory: Path, accelerator, model, optimizer, scheduler, r
     target = {name: p for name, p in model.named_parameters() if p.requires_grad}
     saved = {k: v.to(device) for k, v in load_file(str(directory / "trainable.safetensors")).items()}
     copy_state_checked({k: p.data for k, p in target.items()}, saved, f"checkpoint {directory}")
-    states = torch.load(directory / "optimizer.pt", map_location=device, weights_only=False)
+    states = torch.load(directory / "optimizer.pt", map_location=device, weights_only=True)
     optimizer.load_state_dict(states["optimizer"])
     scheduler.load_state_dict(states["scheduler"])
-    rng = torch.load(directory / f"rng-{accelerator.process_index}.pt", weights_only=False)
+    rng = torch.load(directory / f"rng-{accelerator.process_index}.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     if rng["cuda"]:
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -304,7 +404,15 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     from tqdm.auto import tqdm
 
     config = config or TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
+    if isinstance(task, str):  # a task name or folder, as load_task takes it
+        from peftbook.tasks import load_task
+        task = load_task(task)
+    check_out_dir(config)
+    if config.resume:
+        check_resume(config)
     train_examples = task.examples("train")
     if not train_examples:
         raise ValueError(f"task {task.name!r} has no training examples")
@@ -316,8 +424,6 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     world = accelerator.num_processes
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
-    if config.resume and latest_checkpoint(config.out_dir) is None:
-        raise FileNotFoundError(f"resume=True but {config.out_dir} holds no checkpoint")
     set_seed(config.seed)
 
     if config.grad_checkpointing:
@@ -357,6 +463,8 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
             model.train()
         accelerator.wait_for_everyone()
 
+    interrupts = contextlib.ExitStack()  # SIGTERM acts as Ctrl-C until training is over
+    interrupts.enter_context(sigterm_interrupts())
     try:
         while result.steps_done < config.steps:
             step = result.steps_done
@@ -388,13 +496,15 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
                 callback(result.steps_done, result)
         if config.final_eval:
             run_eval(result.steps_done)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         result.interrupted = True
+        result.interrupted_by = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
         if tracker is not None:
             stop_measuring()
         if config.out_dir:
             save_checkpoint(accelerator, model, optimizer, scheduler, result, config)
     finally:
+        interrupts.close()
         measuring.close()
         bar.close()
         model.train(False)
@@ -408,5 +518,5 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         out.mkdir(parents=True, exist_ok=True)
         if config.save_adapter and applied_config(model) is not None:
             save_adapter(model, out / "adapter")
-        (out / "history.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+        write_text_atomic(out / "history.json", json.dumps(result.to_dict(), indent=1, default=str))
     return result

@@ -1,10 +1,10 @@
 """``python -m peftbook bench``: every method on one model, task and budget -> results + plots + table."""
 from __future__ import annotations
 
-import json
 import sys
+from pathlib import Path
 
-
+from peftbook.errors import OutputError, strict_json
 from peftbook.methods import ALL_METHODS
 
 
@@ -36,6 +36,10 @@ def run(args) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.max_examples is not None and args.max_examples < 1:
         raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}")
+    if not str(args.out).strip():
+        raise ValueError("--out is empty; give a folder name")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise OutputError(f"--out {args.out!r} is an existing file, not a folder")
     try:
         records = run_bench(args.model, args.task, methods, steps=args.steps, seeds=args.seeds, impl=args.impl,
                             out=args.out, device=args.device, progress=not args.json,
@@ -45,7 +49,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps({"records": records}, default=str))
+        print(strict_json({"records": records}, default=str))
     else:
         print(format_table(records, table_footnote(next((r["metric"] for r in records if r.get("metric")), "metric"))))
         print(describe_gate(headline_gate(records)))

@@ -1,7 +1,8 @@
 """``python -m peftbook eval``: score a base model, or a base model plus a saved adapter, on a task split."""
 from __future__ import annotations
 
-import json
+from peftbook.errors import strict_json
+
 
 
 def add_parser(subparsers) -> None:
@@ -40,7 +41,7 @@ def run(args) -> int:
     result = evaluate(model, tokenizer, task, args.split, max_examples=args.max_examples, batch_size=args.batch_size)
     result = {"model": args.model, "adapter": args.adapter, "task": task.name, **result}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(strict_json(result, indent=2))
         return 0
     for key, value in result.items():
         if key == "predictions":

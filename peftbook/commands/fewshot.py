@@ -5,7 +5,8 @@ Queries are the first ``--examples`` (default 200) of the test split; shots are 
 """
 from __future__ import annotations
 
-import json
+from peftbook.errors import strict_json
+
 
 
 def add_parser(subparsers) -> None:
@@ -48,7 +49,7 @@ def run(args) -> int:
                 "examples": args.examples or len(task.examples(args.split)), "selection": args.selection,
                 "calibrate": args.calibrate, "seed": args.seed, "results": results}
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(strict_json(document, indent=2))
         return 0
     print(f"{task.name} ({task.metric}) with {args.model}, {document['examples']} {args.split} examples")
     print(f"{'shots':>5}  {'mean':>7}  {'std':>6}  values")

@@ -1,7 +1,8 @@
 """``python -m peftbook info``: versions, device, backends, methods and architectures."""
 from __future__ import annotations
 
-import json
+from peftbook.errors import strict_json
+
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +37,7 @@ def collect() -> dict:
 def run(args) -> int:
     info = collect()
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(strict_json(info, indent=2))
         return 0
     width = max(map(len, info))
     for key, value in info.items():

@@ -10,8 +10,9 @@ gpt2) or the built-in Llama 3 shapes ``llama-1b``, ``llama-8b``, ``llama-70b``, 
 """
 from __future__ import annotations
 
-import json
+import sys
 
+from peftbook.errors import strict_json
 from peftbook.methods import TRAINABLE_METHODS
 
 # CLI flag -> method config field
@@ -103,15 +104,20 @@ def run(args) -> int:
     resolve_step_dtype(args.dtype)
     method_config = method_config_from_args(args)
     config = resolve_config(args.model)
+    context = getattr(config, "max_position_embeddings", None)
+    notes = []
+    if context and args.seq > context:  # allowed (a what-if), but say so: the model was never trained that long
+        notes.append(f"--seq {args.seq} is {args.seq / context:.3g}x {args.model}'s context of {context} tokens")
+        print(f"note: {notes[-1]}", file=sys.stderr)
     simulated = simulate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
                                 device=args.simulate_device)
     estimated = estimate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
                                 device=args.simulate_device)
     result = {"model": args.model, "method": args.method, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
               "optimizer": args.optimizer, "simulated": simulated.to_dict(), "estimated": estimated,
-              "measured": measure(args, method_config) if args.measure else None}
+              "measured": measure(args, method_config) if args.measure else None, "notes": notes}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(strict_json(result, indent=2))
         return 0
     print(f"{args.model}, {args.method}, batch {args.batch}, seq {args.seq}, {args.dtype}, {args.optimizer}: "
           f"{estimated['num_params']:,} parameters, {estimated['trainable_params']:,} trainable")
@@ -136,7 +142,7 @@ def run_table(args) -> int:
     rows = rule_of_thumb_table(batch_size=args.batch, dtype=args.dtype, optimizer=args.optimizer,
                                device=args.simulate_device)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(strict_json(rows, indent=2))
     else:
         print(format_table(rows))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from peftbook.errors import strict_json
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("notebooks", help="execute the course notebooks with papermill")
@@ -37,7 +39,7 @@ def run(args) -> int:
     summary = run_notebooks(args.only, out_dir=args.out, smoke=args.smoke, parameters=parameters,
                             render=args.render, progress=not args.json)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(strict_json(summary, indent=2, default=str))
     else:
         for name, entry in summary.items():
             print(f"{name:<20} {entry['seconds']:>8.1f} s   {entry['output']}")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 
+from peftbook.errors import strict_json
 from peftbook.methods import TRAINABLE_METHODS
 
 
@@ -27,6 +28,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: at the end only)")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's results in --out (a non-empty --out is refused otherwise)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -52,7 +55,7 @@ def run(args) -> int:
     from peftbook.methods import apply, default_steps, make_config, method_defaults, trainable_method, trainable_parameters
     from peftbook.models import load_model
     from peftbook.tasks import load_task
-    from peftbook.train import TrainConfig, train
+    from peftbook.train import TrainConfig, check_out_dir, check_resume, train
 
     trainable_method(args.method)  # an unknown method or few-shot (trains nothing) raises here
     task = load_task(args.task)
@@ -65,12 +68,12 @@ def run(args) -> int:
                          warmup=max(1, steps // 10) if args.warmup is None else args.warmup,
                          schedule=args.schedule, max_length=args.max_length, grad_checkpointing=args.grad_checkpointing,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=args.out,
-                         resume=args.resume, seed=args.seed, progress=not args.json)
+                         resume=args.resume, overwrite=args.overwrite, seed=args.seed, progress=not args.json)
     config.validate()
     out = Path(args.out)
-    if (out / "history.json").exists() and not args.resume:
-        raise ValueError(f"{out} already holds a training run (history.json); use --resume to continue it "
-                         "or choose another --out")
+    check_out_dir(config)  # before loading anything: a refused --out costs nothing
+    if args.resume:
+        check_resume(config)
     model, tokenizer = load_model(args.model, device=args.device)
     import torch
 
@@ -87,7 +90,7 @@ def run(args) -> int:
                "step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s,
                "adapter": str(out / "adapter"), "history": str(out / "history.json")}
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(strict_json(summary, indent=2, default=str))
     else:
         for key, value in summary.items():
             if isinstance(value, dict):
@@ -96,6 +99,7 @@ def run(args) -> int:
                 value = f"{value:.4g}"
             print(f"{key:<18} {value}")
     if result.interrupted:
-        print(f"interrupted at step {result.steps_done}: resume with --resume --out {out}", file=sys.stderr)
-        return 130
+        print(f"interrupted ({result.interrupted_by}) at step {result.steps_done}: resume with --resume --out {out}",
+              file=sys.stderr)
+        return 143 if result.interrupted_by == "SIGTERM" else 130
     return 0

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 
 from peftbook.memory.measure import CATEGORIES
-from peftbook.memory.simulate import autocast_dtype, check_step_args, method_name, resolve_config, resolve_step_dtype
+from peftbook.memory.simulate import (autocast_dtype, check_step_args, method_name, resolve_config,
+                                     resolve_method_config, resolve_step_dtype)
 from peftbook.methods import full, get_method
 from peftbook.models import get_architecture, model_dims
 from peftbook.surgery import linear_shapes, matches_suffix
@@ -127,8 +128,7 @@ def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, se
     """Closed-form peak of one steady-state training step: ``peak_bytes``, ``by_category``, counts."""
     check_step_args(batch_size, seq_len, optimizer, device)
     torch_dtype = resolve_step_dtype(dtype)
-    if method_config is not None:
-        method_config.validate()
+    method_config = resolve_method_config(method_config)
     config = resolve_config(model_or_config)
     p = torch.finfo(torch_dtype).bits // 8
     compute_dtype = autocast_dtype(dtype) or torch_dtype

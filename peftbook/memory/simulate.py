@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
-from peftbook.methods import apply, get_method
+from peftbook.methods import apply, get_method, make_config, method_of
 
 # "mixed": fp32 weights, gradients and AdamW state, forward under bf16 autocast (mixed precision)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "mixed": torch.float32}
@@ -102,6 +102,17 @@ def check_step_args(batch_size, seq_len, optimizer, device) -> None:
         raise ValueError(f"optimizer {optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
     if str(device) not in DEVICES:
         raise ValueError(f"device {device!r} is not allowed; allowed: {', '.join(DEVICES)}")
+
+
+def resolve_method_config(method_config):
+    """A validated method config from a config, a method name (its default config) or None (full fine-tuning)."""
+    if method_config is None:
+        return None
+    if isinstance(method_config, str):
+        method_config = make_config(method_config)
+    method_of(method_config)  # a clear error for a class, a name of nothing, anything else
+    method_config.validate()
+    return method_config
 
 
 def method_name(method_config) -> str:
@@ -216,8 +227,7 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
 
     check_step_args(batch_size, seq_len, optimizer, device)
     torch_dtype = resolve_step_dtype(dtype)
-    if method_config is not None:
-        method_config.validate()
+    method_config = resolve_method_config(method_config)
     config = resolve_config(model_or_config)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)

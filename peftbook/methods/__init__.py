@@ -27,6 +27,7 @@ The functions here (``apply``, ``trainable_parameters``, ``save_adapter``, ``loa
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
@@ -35,8 +36,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from peftbook.errors import AdapterError, ConfigError, OutputError, replace_directory
 from peftbook.methods import few_shot, full, llama_adapter, lora, prefix_tuning, prompt_tuning, qlora
-from peftbook.surgery import applied_config, set_applied_config
+from peftbook.surgery import applied_config, restore, set_applied_config, snapshot
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ OTHER_TASK_STEPS = 200
 def get_method(name: str) -> Method:
     """The registry entry of ``name``; an unknown name raises listing the known ones."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]
 
 
@@ -151,7 +153,7 @@ def make_config(name: str, **overrides):
     allowed = {f.name for f in fields(cls)}
     unknown = set(overrides) - allowed
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     return cls(**overrides)
 
 
@@ -170,17 +172,25 @@ def method_of(config) -> Method:
 def apply(model: nn.Module, config) -> nn.Module:
     """Inject a method into ``model`` (in place) and leave only its parameters trainable.
 
-    Applying a second method (or the same one twice) raises: unwrap by reloading the base.
+    Applying a second method (or the same one twice) raises: unwrap by reloading the base. A call that
+    raises leaves the model as it was.
     """
     method = method_of(config)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"apply() takes a torch model first, got {type(model).__name__}")
     if applied_config(model) is not None:
         raise ValueError(f"a method ({applied_config(model).method}) is already applied to this model; "
                          "load a fresh base model to apply another")
     config.validate()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    method.module.inject(model, config)
-    set_applied_config(model, config)
+    before = snapshot(model)
+    try:
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        method.module.inject(model, config)
+        set_applied_config(model, config)
+    except BaseException:
+        restore(before)
+        raise
     return model
 
 
@@ -203,6 +213,8 @@ def save_adapter(model: nn.Module, directory) -> Path:
 
     LoRA, prompt tuning and prefix tuning also write HF PEFT's ``adapter_config.json``, so the
     folder loads with ``peft.PeftModel.from_pretrained``.
+    The folder is written under a temporary name and renamed: an earlier adapter there is replaced as a
+    whole (no stale file stays), and a folder that holds anything else is refused.
     """
     from safetensors.torch import save_file
 
@@ -210,32 +222,62 @@ def save_adapter(model: nn.Module, directory) -> Path:
     if config is None:
         raise ValueError("no peftbook method is applied to this model; call peftbook.apply(model, config) first")
     module = get_method(config.method).module
+    if not str(directory).strip():
+        raise ConfigError("save_adapter needs a folder name, got an empty one")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir())
+                                                          and not (directory / "peftbook_adapter.json").exists())):
+        raise OutputError(f"{str(directory)!r} exists and is not an adapter folder; save_adapter replaces only an "
+                          "earlier adapter: choose another folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temporary = directory.with_name(f".{directory.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)  # a crash's leftover
+    temporary.mkdir()
     state = {k: v.detach().contiguous().cpu() for k, v in module.adapter_state(model).items()}
-    save_file(state, str(directory / "adapter_model.safetensors"))
+    save_file(state, str(temporary / "adapter_model.safetensors"))
     base_model = str(getattr(getattr(model, "config", None), "_name_or_path", ""))
     meta = {"method": config.method, "config": asdict(config), "base_model": base_model}
-    (directory / "peftbook_adapter.json").write_text(json.dumps(meta, indent=2, default=str))
+    (temporary / "peftbook_adapter.json").write_text(json.dumps(meta, indent=2, default=str))
     if hasattr(module, "peft_adapter_config"):
         peft_config = module.peft_adapter_config(model, config)
-        (directory / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
-    return directory
+        (temporary / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
+    return replace_directory(temporary, directory)
 
 
 def load_adapter(base_model: nn.Module, directory) -> nn.Module:
-    """Apply the saved method to ``base_model`` and load its parameters; returns the model."""
+    """Apply the saved method to ``base_model`` and load its parameters; returns the model.
+
+    The folder is read and checked first; a call that raises leaves ``base_model`` as it was.
+    """
     from safetensors.torch import load_file
 
     directory = Path(directory)
     meta_path = directory / "peftbook_adapter.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{directory} holds no peftbook_adapter.json: not an adapter saved by save_adapter")
-    meta = json.loads(meta_path.read_text())
-    config = make_config(meta["method"], **(meta["config"] or {}))
+    weights_path = directory / "adapter_model.safetensors"
+    if not weights_path.exists():
+        raise AdapterError(f"{directory} holds no adapter_model.safetensors (an incomplete adapter folder)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        config = make_config(meta["method"], **(meta["config"] or {}))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise AdapterError(f"{meta_path} is not a valid adapter description: {error}") from None
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:  # safetensors' SafetensorError: truncated or not a safetensors file
+        raise AdapterError(f"{weights_path} cannot be read ({type(error).__name__}: {error}); "
+                           "the file is damaged or incomplete: save the adapter again") from None
+    before = snapshot(base_model)
     apply(base_model, config)
-    state = load_file(str(directory / "adapter_model.safetensors"))
-    get_method(config.method).module.load_adapter_state(base_model, state)
+    try:
+        get_method(config.method).module.load_adapter_state(base_model, state)
+    except BaseException as error:
+        restore(before)
+        if isinstance(error, ValueError) and not isinstance(error, AdapterError):
+            raise AdapterError(str(error)) from None
+        raise
     return base_model
 
 
@@ -251,6 +293,7 @@ def merge(model: nn.Module, unload: bool = False) -> nn.Module:
     if unload:
         lora.unload(model)
         set_applied_config(model, None)
+        model.peftbook_unloaded = True  # so that unmerge() can say why it cannot
     return model
 
 
@@ -262,8 +305,11 @@ def unmerge(model: nn.Module) -> nn.Module:
 def mergeable(model: nn.Module, verb: str) -> ModuleType:
     """The file of the method applied to ``model`` when it can merge (LoRA, QLoRA); else a clear error."""
     config = applied_config(model)
+    mergeable_names = [name for name, m in METHODS.items() if m.merges]
+    if config is None and getattr(model, "peftbook_unloaded", False):
+        raise ValueError(f"{verb}() applies to {', '.join(mergeable_names)} only, and merge(unload=True) removed "
+                         "this model's LoRA layers: it is a plain base model now (reload the base and the adapter)")
     if config is None or not get_method(config.method).merges:
-        mergeable_names = [name for name, m in METHODS.items() if m.merges]
         raise ValueError(f"{verb}() applies to {', '.join(mergeable_names)} only; "
                          f"this model has {getattr(config, 'method', 'no method')}")
     return get_method(config.method).module

@@ -54,9 +54,9 @@ class LoRAConfig:
     def validate(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
             raise ValueError(f"rank={self.rank!r} is not allowed; rank must be a positive integer")
-        if not self.alpha > 0:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
             raise ValueError(f"alpha={self.alpha!r} is not allowed; alpha must be > 0")
-        if not 0 <= self.dropout < 1:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout!r} is not allowed; dropout must be in [0, 1)")
         if isinstance(self.targets, str) and self.targets != "all-linear":
             raise ValueError(f"targets={self.targets!r} is not allowed; use None, 'all-linear' or a list of names")

@@ -151,13 +151,14 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
 
 
 def inject(model: nn.Module, config: QLoRAConfig) -> None:
+    targets = lora.resolve_targets(model, config)  # a target that matches nothing raises before any layer is quantized
     for name in quantizable_linears(model):
         module = model.get_submodule(name)
         if is_4bit(module):  # already 4-bit (load_model(..., quantize="nf4"))
             keep_trainable_layout(module)
         else:
             replace_module(model, name, quantize_linear(module, config.quant_type, config.double_quant))
-    for name in lora.resolve_targets(model, config):
+    for name in targets:
         base = model.get_submodule(name)
         dtype = getattr(base, "compute_dtype", None) or torch.float32  # LoRA in the 4-bit layer's compute dtype
         replace_module(model, name, lora.LoRALinear(base, config.rank, config.alpha, config.dropout,
