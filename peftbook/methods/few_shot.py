@@ -3,8 +3,9 @@
 Brown et al. (2020) showed that a language model can do a task from a few demonstrations in its
 prompt. Zhao et al. (2021), "Calibrate Before Use" (arXiv 2102.09690), showed that the answer then
 depends a lot on which examples are chosen and in which order, and that much of it is a bias
-towards some label words, which **contextual calibration** removes: feed the same prompt with a
-content-free input ("N/A"), read the label probabilities it gets, and divide by them.
+towards some label words, which **contextual calibration** aims to remove: feed the same prompt with a
+content-free input ("N/A"), read the label probabilities it gets, and divide by them. Whether that
+helps depends on the model and the prompt (notebook 01 measures it per k).
 
 Here:
 
