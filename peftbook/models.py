@@ -165,6 +165,23 @@ def bnb_4bit_available() -> bool:
         return False
 
 
+def keep_4bit_layout(model: nn.Module) -> nn.Module:
+    """Turn off bitsandbytes' CPU inference repacking of every 4-bit layer of ``model``.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` on its first eval/no-grad
+    forward: the double-quantized block scales are expanded and **rounded to bf16** (a second, lossy
+    quantization of the scales), and a bf16 kernel without autograd runs from then on. Undoing it
+    (``peftbook.methods.qlora.keep_trainable_layout``, needed for training) cannot bring the scales
+    back, so a model that had one eval pass would change its outputs when QLoRA is applied (measured
+    on a tiny llama: 3.8e-3 in the logits). Without the repacking the layers compute with the scales
+    they were quantized with, in eval and training alike.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
 def _load_tokenizer(path: str):
     """AutoTokenizer, except for a generic fast tokenizer saved with the model.
 
@@ -191,7 +208,8 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     Args:
         name_or_path: ``"tiny"`` (the embedded base), a local directory, or a hub id.
         quantize: ``None``, ``"nf4"`` or ``"fp4"``; 4-bit loading of the frozen base via bitsandbytes
-            (double quantization on, compute dtype = ``dtype``).
+            (double quantization on, compute dtype = ``dtype``). The 4-bit layers keep the layout they
+            were quantized in (``keep_4bit_layout``), so ``apply(model, QLoRAConfig())`` finds them as loaded.
         dtype: torch dtype or name; default bf16 on CUDA, fp32 on CPU.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
 
@@ -224,6 +242,8 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         ) from None
     if quantize is None:
         model.to(device)
+    else:
+        keep_4bit_layout(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
