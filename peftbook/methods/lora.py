@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook.models import get_architecture, model_dims
+from peftbook.models import get_architecture, layers_path, model_dims
 from peftbook.surgery import copy_state_checked, is_linear, linear_shapes, matches_suffix, replace_module
 
 PEFT_PREFIX = "base_model.model."  # HF PEFT's key prefix for the wrapped model
@@ -126,7 +126,7 @@ def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
                if is_linear(module) and module is not output_layer and ".lora_" not in name}
     if config.targets == "all-linear":
         return sorted(linears)
-    targets = list(config.targets or get_architecture(model).lora_targets)
+    targets = list(config.targets or default_targets(model))
     chosen = set()
     for target in targets:
         found = {name for name in linears if matches_suffix(name, target)}
@@ -136,6 +136,20 @@ def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
                              f"{model.config.model_type} model; candidates: {', '.join(candidates)} (or 'all-linear')")
         chosen |= found
     return sorted(chosen)
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """The architecture's LoRA targets (q and v, or the fused qkv; inferred where the table has no entry);
+    for a model without attention (mamba, rwkv...) every linear layer of its decoder layers."""
+    try:
+        return list(get_architecture(model).lora_targets)
+    except ValueError:
+        prefix = layers_path(model) + "."
+        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                        if name.startswith(prefix) and is_linear(module)})
+        if not names:
+            raise ValueError(f"{model.config.model_type}: no linear layer in its decoder layers for LoRA") from None
+        return names
 
 
 def inject(model: nn.Module, config: LoRAConfig, dtype: torch.dtype | None = None) -> None:
@@ -178,7 +192,7 @@ def hf_peft_config(model: nn.Module, config: LoRAConfig):
     targets = config.targets  # None: the architecture's default; "all-linear" means the same in PEFT
     return peft.LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                            use_rslora=config.use_rslora, target_modules=targets if isinstance(targets, str)
-                           else list(targets or get_architecture(model).lora_targets))
+                           else list(targets or default_targets(model)))
 
 
 def merge(model: nn.Module) -> nn.Module:
@@ -222,4 +236,4 @@ def num_trainable(model_config, config: LoRAConfig) -> int:
 
 
 __all__ = ["LoRAConfig", "LoRALinear", "inject", "merge", "unmerge", "unload", "adapter_state", "load_adapter_state",
-           "num_trainable", "peft_adapter_config", "hf_peft_config", "lora_modules", "resolve_targets"]
+           "num_trainable", "peft_adapter_config", "hf_peft_config", "lora_modules", "resolve_targets", "default_targets"]

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook.models import bnb_4bit_available
+from peftbook.models import ARCHITECTURES, bnb_4bit_available
 from peftbook.methods import lora
 from peftbook.methods.lora import LoRAConfig, adapter_state, load_adapter_state, num_trainable  # noqa: F401
 from peftbook.surgery import applied_config, quantizable_linears, replace_module
@@ -176,7 +176,27 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
     return linear
 
 
+def linears_used_directly(model: nn.Module, names: list[str]) -> list[str]:
+    """Those of ``names`` that a forward of two tokens does not call: the model reads their ``weight``
+    itself (mamba's ``dt_proj``), so a 4-bit layer could not stand in for them."""
+    called = set()
+    hooks = [model.get_submodule(name).register_forward_hook(lambda module, *_: called.add(module)) for name in names]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.get_input_embeddings().weight.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [name for name in names if model.get_submodule(name) not in called]
+
+
 def inject(model: nn.Module, config: QLoRAConfig) -> None:
+    if model.config.model_type not in ARCHITECTURES:  # the table's families are known to call every linear
+        unused = linears_used_directly(model, quantizable_linears(model))
+        if unused:
+            raise ValueError(f"QLoRA cannot be applied to {model.config.model_type}: it uses the weights of "
+                             f"{', '.join(sorted({n.rsplit('.', 1)[-1] for n in unused}))} directly, not through "
+                             "the linear layer, so a 4-bit layer cannot stand in for them")
     for name in quantizable_linears(model):
         module = model.get_submodule(name)
         if is_4bit(module):  # already 4-bit (load_model(..., quantize="nf4")): keep its weights as they are
