@@ -137,6 +137,10 @@ class AdaptedAttention(nn.Module):
     def _project(self, x):
         """(queries, keys, values) from the layer's own projections, fused (gpt2, phi3) or not."""
         arch = self.architecture
+        if arch.qkv_proj is not None and arch.model_type in FUSED_QKV_PER_HEAD:  # (.., nh, 3 * hd), head after head
+            fused = getattr(self.attention, arch.qkv_proj)(x)
+            heads = fused.view(*fused.shape[:-1], self.num_heads, 3 * self.head_dim).chunk(3, dim=-1)
+            return tuple(h.reshape(*fused.shape[:-1], self.num_heads * self.head_dim) for h in heads)
         if arch.qkv_proj is not None:
             q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
             return getattr(self.attention, arch.qkv_proj)(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -148,13 +152,19 @@ class AdaptedAttention(nn.Module):
         name, scope = self.norms[which]
         if scope == "flat":
             x = getattr(self.attention, name)(x)
-        x = x.view(*x.shape[:-1], heads, self.head_dim)
+        x = x.view(*x.shape[:-1], heads, self.head_dim)  # (.., T, heads, hd)
+        if scope == "heads_first":
+            y = x.transpose(-3, -2)  # (.., heads, T, hd)
+            y = getattr(self.attention, name)(y if y.dim() == 4 else y[None])  # (B, heads, T, hd)
+            return (y if x.dim() == 4 else y[0]).transpose(-3, -2)
         return getattr(self.attention, name)(x) if scope == "head" else x
 
 
 NORM_NAMES = {"q": ("q_norm", "q_layernorm", "query_layernorm"), "k": ("k_norm", "k_layernorm", "key_layernorm")}
-# Fused projections known to be laid out [q | k | v] (gpt2, phi3, mpt); others interleave per head
+# Fused projections known to be laid out [q | k | v] (gpt2, phi3, mpt), and the model types whose fused
+# query_key_value holds [q_h | k_h | v_h] head after head (gpt_neox, bloom); other layouts are refused
 FUSED_QKV_IN_ORDER = ("c_attn", "qkv_proj", "Wqkv")
+FUSED_QKV_PER_HEAD = ("gpt_neox", "bloom")
 
 
 def norm_of(attention: nn.Module, which: str, heads: int, head_dim: int) -> tuple[str | None, str | None]:
@@ -162,7 +172,10 @@ def norm_of(attention: nn.Module, which: str, heads: int, head_dim: int) -> tupl
     name = next((n for n in NORM_NAMES[which] if isinstance(getattr(attention, n, None), nn.Module)), None)
     if name is None:
         return None, None
-    weight = getattr(getattr(attention, name), "weight", None)
+    norm = getattr(attention, name)
+    if isinstance(getattr(norm, "norms", None), nn.ModuleList) and len(norm.norms) == heads:
+        return name, "heads_first"  # one norm per head over (B, heads, T, hd): stablelm
+    weight = getattr(norm, "weight", None)
     shape = tuple(weight.shape) if weight is not None else None
     if shape in ((head_dim,), (heads, head_dim)):
         return name, "head"
@@ -180,7 +193,7 @@ def check_attention(model: nn.Module, layer_index: int, attention: nn.Module | N
         raise ValueError(f"{where} has no {architecture.attention} (a recurrent/state-space layer)")
     heads, kv_heads, head_dim = dims["num_heads"], dims["num_kv_heads"], dims["head_dim"]
     if architecture.qkv_proj is not None:
-        if model_type not in ("gpt2", "phi3") and architecture.qkv_proj not in FUSED_QKV_IN_ORDER:
+        if architecture.qkv_proj not in FUSED_QKV_IN_ORDER and model_type not in FUSED_QKV_PER_HEAD:
             raise ValueError(f"{where}: its fused projection {architecture.qkv_proj!r} has no known q/k/v layout")
         names, wanted = [architecture.qkv_proj], [(heads + 2 * kv_heads) * head_dim]
     else:
