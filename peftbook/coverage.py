@@ -120,7 +120,7 @@ def check_causal(model) -> None:
             changed[0, -1] = 3 if ids[0, -1] != 3 else 4
             later = model(input_ids=changed).logits
     except Exception as error:  # noqa: BLE001
-        raise NotBuildable(f"needs inputs beyond input_ids ({type(error).__name__}: {str(error)[:80]})") from None
+        raise NotBuildable(f"a forward on input_ids alone fails ({type(error).__name__}: {str(error)[:80]})") from None
     if not torch.allclose(logits[:, :-1], later[:, :-1]):
         raise NotBuildable("not causal: an encoder (bidirectional attention), not a decoder-only model")
 

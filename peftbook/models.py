@@ -88,7 +88,7 @@ K_NAMES = ("k_proj", "key", "k", "wk")
 V_NAMES = ("v_proj", "value", "v", "wv")
 QKV_NAMES = ("qkv_proj", "query_key_value", "c_attn", "Wqkv", "qkv", "W_pack", "wqkv", "in_proj")
 O_NAMES = ("o_proj", "dense", "out_proj", "c_proj", "wo", "o", "proj")
-ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer")
+ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
 
 
 def infer_architecture(model: nn.Module) -> Architecture:
@@ -102,6 +102,8 @@ def infer_architecture(model: nn.Module) -> Architecture:
     from transformers.pytorch_utils import Conv1D
 
     model_type = getattr(model.config, "model_type", None)
+    if not model_dims(model.config)["num_heads"]:
+        raise ValueError(f"{model_type}: its config has no attention heads (a recurrent/state-space model)")
     names = {module: name for name, module in model.named_modules()}
     layers = layers_path(model)
     layer = model.get_submodule(layers)[0]
