@@ -211,10 +211,13 @@ def check_attention(model: nn.Module, layer_index: int, attention: nn.Module | N
 
 def inject(model: nn.Module, config: LlamaAdapterConfig) -> None:
     """Wrap the attention module of the top ``config.adapter_layers`` decoder layers."""
-    architecture = get_architecture(model)
     dims = model_dims(model.config)
     if not dims["num_heads"]:
         raise ValueError(f"LLaMA-Adapter cannot adapt {model.config.model_type}: its config has no attention heads")
+    try:
+        architecture = get_architecture(model)
+    except ValueError as error:
+        raise ValueError(f"LLaMA-Adapter cannot adapt this model: {error}") from None
     layers = decoder_layers(model)
     if config.adapter_layers > len(layers):
         raise ValueError(f"adapter_layers={config.adapter_layers} is more than this model's {len(layers)} layers; "

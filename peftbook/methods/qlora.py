@@ -51,7 +51,7 @@ from transformers.pytorch_utils import Conv1D
 from peftbook.models import ARCHITECTURES, bnb_4bit_available
 from peftbook.methods import lora
 from peftbook.methods.lora import LoRAConfig, adapter_state, load_adapter_state, num_trainable  # noqa: F401
-from peftbook.surgery import applied_config, quantizable_linears, replace_module
+from peftbook.surgery import applied_config, linears_used_directly, quantizable_linears, replace_module
 
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -174,20 +174,6 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
     if layer.bias is not None:
         linear.bias = nn.Parameter(layer.bias.detach().to(dtype), requires_grad=False)
     return linear
-
-
-def linears_used_directly(model: nn.Module, names: list[str]) -> list[str]:
-    """Those of ``names`` that a forward of two tokens does not call: the model reads their ``weight``
-    itself (mamba's ``dt_proj``), so a 4-bit layer could not stand in for them."""
-    called = set()
-    hooks = [model.get_submodule(name).register_forward_hook(lambda module, *_: called.add(module)) for name in names]
-    try:
-        with torch.no_grad():
-            model(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.get_input_embeddings().weight.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [name for name in names if model.get_submodule(name) not in called]
 
 
 def inject(model: nn.Module, config: QLoRAConfig) -> None:
