@@ -217,7 +217,7 @@ def test_saved_adapter_loads_in_hf_peft(model_type, input_ids, tmp_path):
 
 @pytest.mark.parametrize("model_type, expected", [
     ("gpt_neox", ["query_key_value"]), ("bloom", ["query_key_value"]), ("olmo2", ["q_proj", "v_proj"]),
-    ("mamba", ["in_proj"]),  # no attention: every linear the layers call (training reads the others' weights)
+    ("mamba", ["in_proj", "out_proj", "x_proj"]),  # no attention: every linear the layers call (not dt_proj)
 ])
 def test_default_targets_are_inferred_from_the_modules(model_type, expected):
     from peftbook.coverage import tiny_model
