@@ -7,8 +7,9 @@
 * anything else is treated as a Hugging Face hub id (it needs the network).
 
 The **architecture table** tells every method the names it needs: where the decoder layers are,
-which attention projections exist and which linear layers LoRA targets by default.  Models whose
-layers look like Llama's (``self_attn.{q,k,v,o}_proj``) are covered by a generic rule.
+which attention projections exist and which linear layers LoRA targets by default. It lists only
+the families the course tests by name; every other model's names are inferred from its modules
+(``infer_architecture``).
 """
 from __future__ import annotations
 
@@ -65,29 +66,79 @@ ARCHITECTURES["gpt2"] = Architecture(
 
 
 def get_architecture(model_or_config) -> Architecture:
-    """The architecture entry of a model (or a config); the generic Llama-like rule otherwise.
+    """The architecture entry of a model (or a config); else, for a model, inferred from its modules.
 
-    Raises ``ValueError`` listing the supported types when neither applies.
+    Raises ``ValueError`` naming the model type and what was not found when neither applies.
     """
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if model_type in ARCHITECTURES:
         return ARCHITECTURES[model_type]
-    if isinstance(model_or_config, nn.Module) and _looks_llama_like(model_or_config):
-        return _llama_like(model_type)
+    if isinstance(model_or_config, nn.Module):
+        return infer_architecture(model_or_config)
     raise ValueError(
-        f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))} "
-        "(and any model whose decoder layers are model.layers[i].self_attn.{q,k,v,o}_proj)"
+        f"model_type {model_type!r} is not in the architecture table ({', '.join(sorted(ARCHITECTURES))}); "
+        "pass the model itself so that its structure can be inferred"
     )
 
 
-def _looks_llama_like(model: nn.Module) -> bool:
-    try:
-        layer = model.get_submodule("model.layers")[0]
-        attn = layer.self_attn
-    except (AttributeError, IndexError, TypeError):
-        return False
-    return all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+# Names of attention projections across transformers' decoders, most common first.
+Q_NAMES = ("q_proj", "query", "q", "wq", "q_a_proj")
+K_NAMES = ("k_proj", "key", "k", "wk")
+V_NAMES = ("v_proj", "value", "v", "wv")
+QKV_NAMES = ("qkv_proj", "query_key_value", "c_attn", "Wqkv", "qkv", "W_pack", "wqkv", "in_proj")
+O_NAMES = ("o_proj", "dense", "out_proj", "c_proj", "wo", "o", "proj")
+ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
+
+
+def infer_architecture(model: nn.Module) -> Architecture:
+    """Read the module names of a model the table does not list off its structure.
+
+    The decoder layers are the ModuleList with one entry per layer; the attention is the child of a
+    layer with an attention-like name holding linear layers; its projections are recognised by name
+    (``q_proj``/``query``/``q``..., fused ``query_key_value``/``c_attn``/``Wqkv``/``qkv_proj``...).
+    LoRA's default targets follow the LoRA paper: q and v, or the fused projection holding them.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    model_type = getattr(model.config, "model_type", None)
+    if not model_dims(model.config)["num_heads"]:
+        raise ValueError(f"{model_type}: its config has no attention heads (a recurrent/state-space model)")
+    names = {module: name for name, module in model.named_modules()}
+    layers = layers_path(model)
+    layer = model.get_submodule(layers)[0]
+    attention = next((n for n in ATTENTION_NAMES if isinstance(getattr(layer, n, None), nn.Module)), None)
+    if attention is None:
+        raise ValueError(f"{model_type}: its first decoder layer has no attention module "
+                         f"(none of {', '.join(ATTENTION_NAMES)})")
+    module = getattr(layer, attention)
+    linears = {n for n, m in module.named_children() if isinstance(m, (nn.Linear, Conv1D))}
+
+    def first(candidates):
+        return next((n for n in candidates if n in linears), None)
+
+    q, k, v, qkv, o = first(Q_NAMES), first(K_NAMES), first(V_NAMES), first(QKV_NAMES), first(O_NAMES)
+    if qkv is None and None in (q, k, v) or o is None:
+        raise ValueError(f"{model_type}: the attention {attention} has linear layers {sorted(linears) or 'none'}; "
+                         "no q/k/v (or fused qkv) and output projection among them")
+    if qkv is not None:
+        q = k = v = None
+    embeddings = names.get(model.get_input_embeddings())
+    return Architecture(model_type=model_type, layers=layers, attention=attention, q_proj=q, k_proj=k, v_proj=v,
+                        qkv_proj=qkv, o_proj=o, lora_targets=(qkv,) if qkv else (q, v), embeddings=embeddings)
+
+
+def layers_path(model: nn.Module) -> str:
+    """Dotted path of the decoder layers: the table's, else the first ModuleList with one entry per layer."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in ARCHITECTURES:
+        return ARCHITECTURES[model_type].layers
+    num_layers = model_dims(model.config)["num_layers"]
+    found = next((name for name, module in model.named_modules()
+                  if isinstance(module, nn.ModuleList) and len(module) == num_layers and name), None)
+    if found is None:
+        raise ValueError(f"{model_type}: found no list of {num_layers} decoder layers in the model")
+    return found
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -100,9 +151,9 @@ def model_dims(config) -> dict:
     text = getattr(config, "text_config", None) or config
     hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
     layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer")
-    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
+    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head", None)  # None: no attention
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    head_dim = getattr(text, "head_dim", None) or (hidden // heads if heads else None)
     return {"hidden_size": hidden, "num_layers": layers, "num_heads": heads,
             "num_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": text.vocab_size}
 
@@ -185,6 +236,23 @@ def bnb_4bit_available() -> bool:
         return False
 
 
+def keep_4bit_layout(model: nn.Module) -> nn.Module:
+    """Turn off bitsandbytes' CPU inference repacking of every 4-bit layer of ``model``.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` on its first eval/no-grad
+    forward: the double-quantized block scales are expanded and **rounded to bf16** (a second, lossy
+    quantization of the scales), and a bf16 kernel without autograd runs from then on. Undoing it
+    (``peftbook.methods.qlora.keep_trainable_layout``, needed for training) cannot bring the scales
+    back, so a model that had one eval pass would change its outputs when QLoRA is applied (measured
+    on a tiny llama: 3.8e-3 in the logits). Without the repacking the layers compute with the scales
+    they were quantized with, in eval and training alike.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
 def _load_tokenizer(path: str):
     """AutoTokenizer, except for a generic fast tokenizer saved with the model.
 
@@ -211,7 +279,8 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     Args:
         name_or_path: ``"tiny"`` (the embedded base), a local directory, or a hub id.
         quantize: ``None``, ``"nf4"`` or ``"fp4"``; 4-bit loading of the frozen base via bitsandbytes
-            (double quantization on, compute dtype = ``dtype``).
+            (double quantization on, compute dtype = ``dtype``). The 4-bit layers keep the layout they
+            were quantized in (``keep_4bit_layout``), so ``apply(model, QLoRAConfig())`` finds them as loaded.
         dtype: torch dtype or name; default bf16 on CUDA, fp32 on CPU.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
 
@@ -245,6 +314,8 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         ) from None
     if quantize is None:
         model.to(device)
+    else:
+        keep_4bit_layout(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook.models import get_architecture, model_dims
+from peftbook.models import layers_path, model_dims
 
 CONFIG_ATTRIBUTE = "peftbook_config"  # the applied method's config, on the model
 HOOKS_ATTRIBUTE = "peftbook_hooks"  # the handles of the forward hooks a method registered
@@ -129,7 +129,7 @@ def quantizable_linears(model: nn.Module) -> list[str]:
     Like ``transformers``' bitsandbytes integration, the embeddings and the output head stay in full
     precision. QLoRA's ``inject`` and the memory simulator both quantize exactly these.
     """
-    prefix = get_architecture(model).layers + "."
+    prefix = layers_path(model) + "."
     return [name for name, module in model.named_modules() if name.startswith(prefix) and is_linear(module)]
 
 
@@ -149,6 +149,48 @@ def linear_shapes(model_config) -> dict[str, tuple[int, int]]:
     return {"self_attn.q_proj": (hidden, q_size), "self_attn.k_proj": (hidden, kv_size),
             "self_attn.v_proj": (hidden, kv_size), "self_attn.o_proj": (q_size, hidden),
             "mlp.gate_proj": (hidden, inter), "mlp.up_proj": (hidden, inter), "mlp.down_proj": (inter, hidden)}
+
+
+def cache_layer_kinds(model: nn.Module) -> list[str]:
+    """Per decoder layer, the kind of KV-cache layer transformers gives it: ``DynamicLayer`` (keys and
+    values), ``DynamicSlidingWindowLayer``, or a recurrent state (``LinearAttentionLayer``...)."""
+    from transformers import DynamicCache
+
+    return [type(layer).__name__ for layer in DynamicCache(config=model.config).layers]
+
+
+def require_key_value_cache(model: nn.Module, method: str, every_layer: bool) -> None:
+    """Refuse a model whose cache does not hold keys and values (in every layer, or in any)."""
+    kinds = cache_layer_kinds(model)
+    attention = [kind in ("DynamicLayer", "DynamicSlidingWindowLayer") for kind in kinds]
+    if not (all(attention) if every_layer else any(attention)):
+        others = sorted({kind for kind, ok in zip(kinds, attention) if not ok})
+        raise ValueError(f"{method} cannot be applied to {model.config.model_type}: "
+                         f"{'some' if any(attention) else 'all'} of its layers keep a recurrent state "
+                         f"({', '.join(others)}), not keys and values")
+
+
+def linears_used_directly(model: nn.Module, names: list[str]) -> list[str]:
+    """Those of ``names`` that a forward of two tokens, in eval and in train mode, does not call: the model
+    reads their ``weight`` itself (mamba's training path), so no wrapper or 4-bit layer can stand in for them."""
+    called: dict[nn.Module, int] = {}
+    hooks = [model.get_submodule(name).register_forward_hook(lambda module, *_: called.update({module: called.get(
+        module, 0) + 1})) for name in names]
+    was_training = model.training
+    ids = torch.ones(1, 2, dtype=torch.long, device=model.get_input_embeddings().weight.device)
+    try:
+        for mode in (False, True):  # the training path only runs with gradients on (mamba)
+            called_before = dict(called)
+            with torch.set_grad_enabled(mode):
+                model.train(mode)(input_ids=ids, labels=ids)  # as a training step calls it
+            for module in list(called):
+                if called[module] == called_before.get(module, 0):
+                    called.pop(module)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return [name for name in names if model.get_submodule(name) not in called]
 
 
 # -- forward calls ----------------------------------------------------------------------------------

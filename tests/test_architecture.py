@@ -63,7 +63,7 @@ LAYERS = (
     ("peftbook.tasks", "peftbook.batching", "peftbook.metrics", "peftbook.evaluate", "peftbook.spectrum"),
     ("peftbook.methods",),
     ("peftbook.train", "peftbook.memory"),
-    ("peftbook.bench", "peftbook.results", "peftbook.plots", "peftbook.claims", "peftbook.tiny"),
+    ("peftbook.bench", "peftbook.results", "peftbook.plots", "peftbook.claims", "peftbook.tiny", "peftbook.coverage"),
     ("peftbook.commands", "peftbook.__main__", "peftbook.notebooks"),
 )
 

@@ -55,14 +55,36 @@ def test_more_adapter_layers_than_the_model_has_raises():
     assert not wrappers(model)
 
 
-def test_an_architecture_outside_the_table_raises_before_any_change():
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig
+def test_an_attention_it_cannot_express_is_refused_before_any_change():
+    from transformers import AutoModelForCausalLM, MambaConfig
 
-    model = AutoModelForCausalLM.from_config(GPTNeoXConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
-                                                           num_attention_heads=2, intermediate_size=64))
-    with pytest.raises(ValueError, match="'gpt_neox' is not supported"):
+    model = AutoModelForCausalLM.from_config(MambaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2))
+    with pytest.raises(ValueError, match="LLaMA-Adapter cannot adapt mamba: its config has no attention heads"):
         methods.apply(model, LlamaAdapterConfig(adapter_layers=1))
     assert not wrappers(model)
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neox", "olmo2", "stablelm", "cohere"])
+def test_architectures_outside_the_table_keep_the_base_outputs_at_step_0(model_type, input_ids):
+    """Inferred structure: fused per-head qkv (gpt_neox), a q/k norm over the whole projection (olmo2),
+    per-head LayerNorms with partial rotary (stablelm with qk_layernorm), per-head (heads, hd) norms (cohere)."""
+    from peftbook.coverage import tiny_config
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(model_type)
+    for key in ("qk_layernorm", "use_qk_norm"):
+        if hasattr(config, key):
+            setattr(config, key, True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        base = model(input_ids).logits
+    methods.apply(model, LlamaAdapterConfig(adapter_layers=2, adapter_len=4))
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids).logits, base, atol=1e-6)
+        for wrapper in wrappers(model):
+            wrapper.adaption_gate.fill_(0.5)
+        assert not torch.allclose(model(input_ids).logits, base, atol=1e-4)
 
 
 def test_applying_twice_raises():

@@ -211,3 +211,32 @@ def test_saved_adapter_loads_in_hf_peft(model_type, input_ids, tmp_path):
     theirs = peft.PeftModel.from_pretrained(make_tiny_model(model_type), tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(theirs(input_ids).logits, ours(input_ids).logits, atol=1e-5, rtol=0)
+
+
+# ---- architectures outside the table: targets inferred from the modules (issue 16) ----
+
+@pytest.mark.parametrize("model_type, expected", [
+    ("gpt_neox", ["query_key_value"]), ("bloom", ["query_key_value"]), ("olmo2", ["q_proj", "v_proj"]),
+    ("mamba", ["in_proj", "out_proj", "x_proj"]),  # no attention: every linear the layers call (not dt_proj)
+])
+def test_default_targets_are_inferred_from_the_modules(model_type, expected):
+    from peftbook.coverage import tiny_model
+
+    assert lora.default_targets(tiny_model(model_type)) == expected
+
+
+def test_same_logits_and_gradients_as_hf_peft_on_a_fused_projection(input_ids):
+    """gpt_neox (Pythia): LoRA on the fused query_key_value, our inferred default = PEFT's table default."""
+    peft = pytest.importorskip("peft")
+    from peftbook.coverage import tiny_model
+
+    ours = randomize_lora(peftbook.apply(tiny_model("gpt_neox"), LoRAConfig(rank=4, alpha=8)))
+    theirs = peft.get_peft_model(tiny_model("gpt_neox"), peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0))
+    assert sorted(theirs.peft_config["default"].target_modules) == ["query_key_value"]
+    peft.set_peft_model_state_dict(theirs, {k: v.detach().clone() for k, v in lora.adapter_state(ours).items()})
+    torch.testing.assert_close(train_step(ours, input_ids), train_step(theirs, input_ids), atol=1e-6, rtol=0)
+    theirs_grads = {n.replace(".default", ""): p.grad for n, p in theirs.named_parameters() if p.requires_grad}
+    ours_grads = {f"base_model.model.{n}": p.grad for n, p in ours.named_parameters() if p.requires_grad}
+    assert set(ours_grads) == set(theirs_grads) and len(ours_grads) == 4  # A and B on 2 layers
+    for name, grad in ours_grads.items():
+        torch.testing.assert_close(grad, theirs_grads[name], atol=1e-5, rtol=1e-5, msg=name)

@@ -56,7 +56,7 @@ def test_generic_rule_covers_llama_like_models():
 
 def test_unsupported_architecture_lists_supported():
     config = types.SimpleNamespace(model_type="mamba")
-    with pytest.raises(ValueError, match="mamba.*supported: .*llama"):
+    with pytest.raises(ValueError, match="model_type 'mamba' is not in the architecture table .*llama"):
         get_architecture(config)
 
 

@@ -38,6 +38,63 @@ def test_in_place_quantization_matches_transformers_4bit_loading(tmp_path, input
     assert not qlora.is_4bit(in_place.lm_head) and in_place.model.embed_tokens.weight.dtype == torch.float32
 
 
+@pytest.mark.parametrize("quant_type", qlora.QUANT_TYPES)
+def test_both_paths_keep_the_4bit_base_unchanged_in_eval_mode(tmp_path, input_ids, quant_type):
+    """Issue 16: a 4-bit model that ran in eval mode (where bitsandbytes' CPU repacking would round the
+    block scales to bf16) gives the same logits after apply(QLoRAConfig); so does the in-place path."""
+    save_tiny_model(tmp_path, "llama")
+    loaded, _ = models.load_model(tmp_path, quantize=quant_type, device="cpu")
+    assert not loaded.training
+    with torch.no_grad():
+        before = loaded(input_ids).logits  # the first eval pass: no repacking, no second quantization
+    codes = loaded.model.layers[0].self_attn.q_proj.weight.data.clone()
+    peftbook.apply(loaded, QLoRAConfig(rank=4, quant_type=quant_type))
+    in_place = peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4, quant_type=quant_type))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids).logits, before)  # zero-init B, weights as loaded
+        assert torch.equal(in_place(input_ids).logits, before)  # same settings: the same 4-bit model
+    assert torch.equal(loaded.model.layers[0].self_attn.q_proj.base.weight.data, codes)
+    assert qlora.quantization_settings(in_place.model.layers[0].mlp.up_proj) == (quant_type, True)
+
+
+def test_in_place_path_quantizes_with_the_configs_settings(input_ids):
+    model = peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4, quant_type="fp4", double_quant=False))
+    layers = [m for m in model.modules() if qlora.is_4bit(m)]
+    assert len(layers) == 4 * 7 and {qlora.quantization_settings(m) for m in layers} == {("fp4", False)}
+    nf4 = peftbook.apply(make_tiny_model("llama"), QLoRAConfig(rank=4))
+    with torch.no_grad():
+        assert not torch.allclose(model(input_ids).logits, nf4(input_ids).logits)
+
+
+def test_a_4bit_model_with_other_settings_than_the_config_is_refused(tmp_path):
+    save_tiny_model(tmp_path, "llama")
+    loaded, _ = models.load_model(tmp_path, quantize="fp4", device="cpu")
+    with pytest.raises(ValueError, match="already 4-bit with quant_type='fp4', double_quant=True, but the config "
+                                         "asks for quant_type='nf4', double_quant=True"):
+        peftbook.apply(loaded, QLoRAConfig())
+
+
+def test_a_model_repacked_before_apply_keeps_its_codes(tmp_path, input_ids):
+    """A 4-bit model loaded without load_model may have been repacked by an eval pass: apply still
+    trains it (keep_trainable_layout undoes the layout) and keeps its 4-bit codes."""
+    save_tiny_model(tmp_path, "llama")
+    loaded, _ = models.load_model(tmp_path, quantize="nf4", device="cpu")
+    layer = loaded.model.layers[0].self_attn.q_proj
+    codes = layer.weight.data.clone()
+    for module in loaded.modules():  # as a model loaded by transformers alone has it
+        if qlora.is_4bit(module):
+            module.support_avx512bf16_for_cpu = True
+    with torch.no_grad():
+        loaded(input_ids)
+    if not getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes does not repack here")
+    peftbook.apply(loaded, QLoRAConfig(rank=4))
+    assert torch.equal(layer.weight.data, codes)
+    randomize_lora(loaded)
+    train_step(loaded, input_ids)
+    assert all(m.lora_A.weight.grad is not None for m in lora.lora_modules(loaded).values())
+
+
 def test_every_architecture_trains_generates_and_saves(tiny_model, model_type, input_ids, tmp_path):
     config = QLoRAConfig(rank=4, alpha=8)
     peftbook.apply(tiny_model, config)

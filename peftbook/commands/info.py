@@ -1,4 +1,4 @@
-"""``python -m peftbook info``: versions, device, backends, methods and architectures."""
+"""``python -m peftbook info``: versions, device, backends, methods and architectures; ``--coverage``: the matrix."""
 from __future__ import annotations
 
 from peftbook.errors import strict_json
@@ -8,6 +8,11 @@ from peftbook.errors import strict_json
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("info", help="versions, device, bitsandbytes backend, methods, architectures")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--coverage", action="store_true",
+                        help="run every method on tiny models of README's representative model types "
+                             "(peftbook.coverage) and print the matrix as markdown")
+    parser.add_argument("--all", action="store_true",
+                        help="with --coverage: every causal-LM type of transformers (slow: ~150 types)")
     parser.set_defaults(handler=run)
 
 
@@ -35,6 +40,12 @@ def collect() -> dict:
 
 
 def run(args) -> int:
+    if args.coverage:
+        from peftbook import coverage
+
+        matrix = coverage.coverage_matrix(None if args.all else coverage.REPRESENTATIVE_TYPES, strict=False)
+        print(json.dumps(matrix, indent=2) if args.json else coverage.matrix_markdown(matrix), end="\n" if args.json else "")
+        return 0
     info = collect()
     if args.json:
         print(strict_json(info, indent=2))

@@ -66,6 +66,7 @@ class Method:
     hf_peft: Callable | None = None  # (model, config) -> the peft config of the same method
     memory: MemoryTraits = MemoryTraits()
     cuda_optimizer: str = "adamw"  # what train's optimizer="auto" takes on CUDA (QLoRA: paged 8-bit AdamW)
+    unchanged_at_start: bool = False  # applying it leaves the outputs as they were (zero-init parts)
 
     @property
     def trains(self) -> bool:
@@ -100,16 +101,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("llama_adapter", llama_adapter, llama_adapter.LlamaAdapterConfig, lr=3e-2,
            defaults={"adapter_len": 10, "adapter_layers": 4}, task_overrides={"sentiment3": {"lr": 1e-1}},
            hf_peft=llama_adapter.hf_peft_config,
-           memory=MemoryTraits(top_layers_field="adapter_layers")),
+           memory=MemoryTraits(top_layers_field="adapter_layers"), unchanged_at_start=True),
     Method("lora", lora, lora.LoRAConfig, lr=3e-3, defaults={"rank": 8, "alpha": 16, "dropout": 0.05},
            task_overrides={"data2text": _ALL_LINEAR}, hf_peft=lora.hf_peft_config,
-           memory=MemoryTraits(linear_inputs="targets")),
+           memory=MemoryTraits(linear_inputs="targets"), unchanged_at_start=True),
     Method("qlora", qlora, qlora.QLoRAConfig, lr=3e-3, defaults={"rank": 8, "alpha": 16, "dropout": 0.05},
            task_overrides={"data2text": _ALL_LINEAR, "sentiment3": {"lr": 1e-2}},
-           memory=MemoryTraits(linear_inputs="targets", quantized_base=True), cuda_optimizer="paged_adamw_8bit"),
+           memory=MemoryTraits(linear_inputs="targets", quantized_base=True), cuda_optimizer="paged_adamw_8bit",
+           unchanged_at_start=True),  # unchanged from the 4-bit base
     Method("full", full, full.FullFinetuneConfig, lr=3e-4,
            task_overrides={"data2text": {"lr": 2e-3}, "sentiment3": {"lr": 1e-3}},
-           memory=MemoryTraits(linear_inputs="all", trains_base_weights=True)),
+           memory=MemoryTraits(linear_inputs="all", trains_base_weights=True), unchanged_at_start=True),
 )}
 ALL_METHODS = tuple(METHODS)
 TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.trains)

@@ -86,6 +86,8 @@ class AdaptedAttention(nn.Module):
         dtype = weight.dtype if weight.is_floating_point() else torch.float32  # a 4-bit base computes in fp32
         self.adaption_prompt = nn.Parameter(  # (P, hidden): fed to the frozen k/v projections like a token
             torch.randn(config.adapter_len, dims["hidden_size"], device=weight.device, dtype=dtype))
+        self.norms = {"q": norm_of(attention, "q", self.num_heads, self.head_dim),
+                      "k": norm_of(attention, "k", self.num_kv_heads, self.head_dim)}
         gate_size = self.num_heads if config.gate == "per_head_tanh" else 1
         self.adaption_gate = nn.Parameter(torch.zeros(gate_size, device=weight.device, dtype=dtype))
 
@@ -102,13 +104,12 @@ class AdaptedAttention(nn.Module):
     def adapter_attention(self, hidden_states, position_embeddings):
         """tanh(g) * softmax(q K_P^T * scale) V_P for every query position: (B, T, heads * head_dim)."""
         batch, length, _ = hidden_states.shape
-        query = self._query(hidden_states).view(batch, length, self.num_heads, self.head_dim)
-        query = self._norm("q_norm", query).transpose(1, 2)  # (B, nh, T, hd)
+        query = self._heads(self._query(hidden_states), "q", self.num_heads).transpose(1, 2)  # (B, nh, T, hd)
         if position_embeddings is not None:  # rotary models rotate their queries; gpt2 has absolute positions
             query = apply_rotary(query, *position_embeddings)  # (B, nh, T, hd), as the layer's own queries
 
         _, key, value = self._project(self.adaption_prompt)  # (P, kv * hd) each; no RoPE on the prompt
-        key = self._norm("k_norm", key.view(-1, self.num_kv_heads, self.head_dim)).transpose(0, 1)  # (kv, P, hd)
+        key = self._heads(key, "k", self.num_kv_heads).transpose(0, 1)  # (kv, P, hd)
         value = value.view(-1, self.num_kv_heads, self.head_dim).transpose(0, 1)  # (kv, P, hd)
         groups = self.num_heads // self.num_kv_heads  # GQA: each kv head serves `groups` query heads
         key = key.repeat_interleave(groups, dim=0).to(query.dtype)  # (nh, P, hd)
@@ -136,25 +137,95 @@ class AdaptedAttention(nn.Module):
     def _project(self, x):
         """(queries, keys, values) from the layer's own projections, fused (gpt2, phi3) or not."""
         arch = self.architecture
+        if arch.qkv_proj is not None and arch.model_type in FUSED_QKV_PER_HEAD:  # (.., nh, 3 * hd), head after head
+            fused = getattr(self.attention, arch.qkv_proj)(x)
+            heads = fused.view(*fused.shape[:-1], self.num_heads, 3 * self.head_dim).chunk(3, dim=-1)
+            return tuple(h.reshape(*fused.shape[:-1], self.num_heads * self.head_dim) for h in heads)
         if arch.qkv_proj is not None:
             q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
             return getattr(self.attention, arch.qkv_proj)(x).split([q_size, kv_size, kv_size], dim=-1)
         return tuple(getattr(self.attention, name)(x) for name in (arch.q_proj, arch.k_proj, arch.v_proj))
 
-    def _norm(self, name, x):  # per-head query/key RMSNorm where the model has one (qwen3)
-        norm = getattr(self.attention, name, None)
-        return x if norm is None else norm(x)
+    def _heads(self, x, which, heads):
+        """(.., heads * hd) -> (.., heads, hd), through the model's query/key norm where it has one: per
+        head (qwen3, cohere, persimmon) or over the whole projection (olmo2), as the model applies it."""
+        name, scope = self.norms[which]
+        if scope == "flat":
+            x = getattr(self.attention, name)(x)
+        x = x.view(*x.shape[:-1], heads, self.head_dim)  # (.., T, heads, hd)
+        if scope == "heads_first":
+            y = x.transpose(-3, -2)  # (.., heads, T, hd)
+            y = getattr(self.attention, name)(y if y.dim() == 4 else y[None])  # (B, heads, T, hd)
+            return (y if x.dim() == 4 else y[0]).transpose(-3, -2)
+        return getattr(self.attention, name)(x) if scope == "head" else x
+
+
+NORM_NAMES = {"q": ("q_norm", "q_layernorm", "query_layernorm"), "k": ("k_norm", "k_layernorm", "key_layernorm")}
+# Fused projections known to be laid out [q | k | v] (gpt2, phi3, mpt), and the model types whose fused
+# query_key_value holds [q_h | k_h | v_h] head after head (gpt_neox, bloom); other layouts are refused
+FUSED_QKV_IN_ORDER = ("c_attn", "qkv_proj", "Wqkv")
+FUSED_QKV_PER_HEAD = ("gpt_neox", "bloom")
+
+
+def norm_of(attention: nn.Module, which: str, heads: int, head_dim: int) -> tuple[str | None, str | None]:
+    """(name, "head" | "flat") of the query or key norm of ``attention``; (None, None) without one."""
+    name = next((n for n in NORM_NAMES[which] if isinstance(getattr(attention, n, None), nn.Module)), None)
+    if name is None:
+        return None, None
+    norm = getattr(attention, name)
+    if isinstance(getattr(norm, "norms", None), nn.ModuleList) and len(norm.norms) == heads:
+        return name, "heads_first"  # one norm per head over (B, heads, T, hd): stablelm
+    weight = getattr(norm, "weight", None)
+    shape = tuple(weight.shape) if weight is not None else None
+    if shape in ((head_dim,), (heads, head_dim)):
+        return name, "head"
+    if shape == (heads * head_dim,):
+        return name, "flat"
+    raise ValueError(f"LLaMA-Adapter: the attention's {name} has weight shape {shape}, neither per head "
+                     f"({head_dim},) nor over the projection ({heads * head_dim},)")
+
+
+def check_attention(model: nn.Module, layer_index: int, attention: nn.Module | None, architecture, dims) -> None:
+    """Refuse, naming the model type and what is missing, an attention LLaMA-Adapter cannot express."""
+    model_type = model.config.model_type
+    where = f"LLaMA-Adapter cannot adapt {model_type}: layer {layer_index}"
+    if attention is None:
+        raise ValueError(f"{where} has no {architecture.attention} (a recurrent/state-space layer)")
+    heads, kv_heads, head_dim = dims["num_heads"], dims["num_kv_heads"], dims["head_dim"]
+    if architecture.qkv_proj is not None:
+        if architecture.qkv_proj not in FUSED_QKV_IN_ORDER and model_type not in FUSED_QKV_PER_HEAD:
+            raise ValueError(f"{where}: its fused projection {architecture.qkv_proj!r} has no known q/k/v layout")
+        names, wanted = [architecture.qkv_proj], [(heads + 2 * kv_heads) * head_dim]
+    else:
+        names = [architecture.q_proj, architecture.k_proj, architecture.v_proj]
+        wanted = [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim]
+    for name, size in zip(names, wanted):
+        projection = getattr(attention, name, None)
+        found = getattr(projection, "out_features", None) or getattr(projection, "nf", None)
+        if found != size:
+            raise ValueError(f"{where}: {name} has {found} outputs, not the {size} that {heads} query heads, "
+                             f"{kv_heads} key/value heads of size {head_dim} need (e.g. latent attention)")
+    for which, count in (("q", heads), ("k", kv_heads)):
+        norm_of(attention, which, count, head_dim)
 
 
 def inject(model: nn.Module, config: LlamaAdapterConfig) -> None:
     """Wrap the attention module of the top ``config.adapter_layers`` decoder layers."""
-    architecture = get_architecture(model)
     dims = model_dims(model.config)
+    if not dims["num_heads"]:
+        raise ValueError(f"LLaMA-Adapter cannot adapt {model.config.model_type}: its config has no attention heads")
+    try:
+        architecture = get_architecture(model)
+    except ValueError as error:
+        raise ValueError(f"LLaMA-Adapter cannot adapt this model: {error}") from None
     layers = decoder_layers(model)
     if config.adapter_layers > len(layers):
         raise ValueError(f"adapter_layers={config.adapter_layers} is more than this model's {len(layers)} layers; "
                          f"allowed: 1..{len(layers)}")
-    for layer in layers[-config.adapter_layers:]:
+    first = len(layers) - config.adapter_layers
+    for index, layer in enumerate(layers[first:], start=first):
+        check_attention(model, index, getattr(layer, architecture.attention, None), architecture, dims)
+    for layer in layers[first:]:
         attention = getattr(layer, architecture.attention)
         if isinstance(attention, AdaptedAttention):
             raise ValueError("this model's attention is already wrapped by LLaMA-Adapter; load a fresh base model")

@@ -36,8 +36,9 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook.models import get_architecture, model_dims
-from peftbook.surgery import copy_state_checked, is_linear, linear_shapes, matches_suffix, replace_module
+from peftbook.models import ARCHITECTURES, get_architecture, layers_path, model_dims
+from peftbook.surgery import (copy_state_checked, is_linear, linear_shapes, linears_used_directly, matches_suffix,
+                              replace_module)
 
 PEFT_PREFIX = "base_model.model."  # HF PEFT's key prefix for the wrapped model
 
@@ -95,6 +96,15 @@ class LoRALinear(nn.Module):
         lora_x = self.dropout(x).to(self.lora_A.weight.dtype)  # no-op unless the base is 4-bit/16-bit
         return result + (self.lora_B(self.lora_A(lora_x)) * self.scaling).to(result.dtype)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base's weight, for models that look at it (mamba picks its kernel by the weight's device)."""
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
     def delta_weight(self) -> torch.Tensor:
         """``scaling * B A`` laid out like ``base.weight``: (out, in), or (in, out) for Conv1D."""
         delta = (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling  # (out, in)
@@ -126,7 +136,7 @@ def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
                if is_linear(module) and module is not output_layer and ".lora_" not in name}
     if config.targets == "all-linear":
         return sorted(linears)
-    targets = list(config.targets or get_architecture(model).lora_targets)
+    targets = list(config.targets or default_targets(model))
     chosen = set()
     for target in targets:
         found = {name for name in linears if matches_suffix(name, target)}
@@ -138,8 +148,29 @@ def resolve_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
     return sorted(chosen)
 
 
+def default_targets(model: nn.Module) -> list[str]:
+    """The architecture's LoRA targets (q and v, or the fused qkv; inferred where the table has no entry);
+    for a model without attention (mamba, rwkv...) every linear layer of its decoder layers."""
+    try:
+        return list(get_architecture(model).lora_targets)
+    except ValueError:
+        prefix = layers_path(model) + "."
+        linears = [name for name, module in model.named_modules() if name.startswith(prefix) and is_linear(module)]
+        read_directly = {name.rsplit(".", 1)[-1] for name in linears_used_directly(model, linears)}
+        names = sorted({name.rsplit(".", 1)[-1] for name in linears} - read_directly)  # mamba reads dt_proj.weight
+        if not names:
+            raise ValueError(f"{model.config.model_type}: no linear layer in its decoder layers for LoRA") from None
+        return names
+
+
 def inject(model: nn.Module, config: LoRAConfig, dtype: torch.dtype | None = None) -> None:
-    for name in resolve_targets(model, config):
+    targets = resolve_targets(model, config)
+    if model.config.model_type not in ARCHITECTURES:  # the table's families call every linear layer
+        read_directly = linears_used_directly(model, targets)
+        if read_directly:
+            raise ValueError(f"LoRA cannot wrap {', '.join(read_directly[:3])} of {model.config.model_type}: the model "
+                             "reads its weight directly instead of calling the layer")
+    for name in targets:
         base = model.get_submodule(name)
         replace_module(model, name, LoRALinear(base, config.rank, config.alpha, config.dropout, config.use_rslora, dtype))
 
@@ -178,7 +209,7 @@ def hf_peft_config(model: nn.Module, config: LoRAConfig):
     targets = config.targets  # None: the architecture's default; "all-linear" means the same in PEFT
     return peft.LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                            use_rslora=config.use_rslora, target_modules=targets if isinstance(targets, str)
-                           else list(targets or get_architecture(model).lora_targets))
+                           else list(targets or default_targets(model)))
 
 
 def merge(model: nn.Module) -> nn.Module:
@@ -222,4 +253,4 @@ def num_trainable(model_config, config: LoRAConfig) -> int:
 
 
 __all__ = ["LoRAConfig", "LoRALinear", "inject", "merge", "unmerge", "unload", "adapter_state", "load_adapter_state",
-           "num_trainable", "peft_adapter_config", "hf_peft_config", "lora_modules", "resolve_targets"]
+           "num_trainable", "peft_adapter_config", "hf_peft_config", "lora_modules", "resolve_targets", "default_targets"]

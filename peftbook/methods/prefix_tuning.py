@@ -38,7 +38,7 @@ from transformers import DynamicCache
 
 from peftbook.models import model_dims
 from peftbook.surgery import (add_forward_pre_hook, applied_config, copy_state_checked, extend_attention_mask,
-                              forward_kwargs, set_applied_config)
+                              forward_kwargs, require_key_value_cache, set_applied_config)
 
 
 @dataclass
@@ -78,6 +78,7 @@ class PrefixEncoder(nn.Module):
 
 def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     _refuse_gradient_checkpointing(model)
+    require_key_value_cache(model, "prefix tuning", every_layer=True)  # the prefix is keys and values
     hidden = config.projection_hidden_size if config.prefix_projection else None
     model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden,
                                          device=model.get_input_embeddings().weight.device)

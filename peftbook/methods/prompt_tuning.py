@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from peftbook.models import model_dims
-from peftbook.surgery import add_forward_pre_hook, copy_state_checked, extend_attention_mask, forward_kwargs
+from peftbook.surgery import (add_forward_pre_hook, copy_state_checked, extend_attention_mask, forward_kwargs,
+                              require_key_value_cache)
 
 INIT_CHOICES = ("random", "vocab", "text")
 _PEFT_INIT_NAMES = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
@@ -61,6 +62,8 @@ class PromptTuningConfig:
 
 
 def inject(model: nn.Module, config: PromptTuningConfig) -> None:
+    # a decoding step is told from the first one by the cache's length, which only key/value layers know
+    require_key_value_cache(model, "prompt tuning", every_layer=False)
     prompt = initial_prompt(model, config)  # (n, hidden), fp32, on the embedding's device
     model.register_parameter("prompt_embeddings", nn.Parameter(prompt))
     add_forward_pre_hook(model, _prepend_virtual_tokens)

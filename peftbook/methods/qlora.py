@@ -14,9 +14,14 @@ optimizers** (AdamW states in CUDA unified memory) absorb memory spikes on GPU.
 What we do, and how it differs from the reference (``qlora.py`` + HF PEFT):
 
 * Two ways in: a model loaded with ``load_model(..., quantize="nf4")`` (transformers'
-  BitsAndBytesConfig) is used as is; a full-precision model has the linear layers of its decoder
-  layers quantized **in place** to ``bnb.nn.Linear4bit`` (embeddings, norms and the output head
-  stay as they are, like transformers' default), so ``apply(fp_model, QLoRAConfig())`` works.
+  BitsAndBytesConfig) keeps its 4-bit weights as loaded: nothing is quantized a second time, and
+  its outputs at step 0 are unchanged (tested, in eval mode too). Its quantization must agree with
+  the config's ``quant_type`` / ``double_quant`` (else a clear error: the config would describe a
+  base the model does not have). A full-precision model has the linear layers of its decoder
+  layers quantized **in place** to ``bnb.nn.Linear4bit`` with the config's settings (embeddings,
+  norms and the output head stay as they are, like transformers' default), so
+  ``apply(fp_model, QLoRAConfig())`` works. Given the same weights and settings, the two paths hold
+  the same 4-bit codes and scales and give identical logits (tested).
 * LoRA weights take the 4-bit layers' compute dtype (fp32 on CPU, bf16 on GPU), like the paper's
   code with ``--bf16``.  We do **not** call peft's ``prepare_model_for_kbit_training``, which casts
   every non-quantized parameter (embeddings, norms, output head) to fp32: on a bf16 model that
@@ -43,10 +48,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftbook.models import bnb_4bit_available
+from peftbook.models import ARCHITECTURES, bnb_4bit_available
 from peftbook.methods import lora
 from peftbook.methods.lora import LoRAConfig, adapter_state, load_adapter_state, num_trainable  # noqa: F401
-from peftbook.surgery import applied_config, quantizable_linears, replace_module
+from peftbook.surgery import applied_config, linears_used_directly, quantizable_linears, replace_module
 
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -125,13 +130,34 @@ def quantize_fake(layer: nn.Module, weight: torch.Tensor, quant_type: str, doubl
 
 
 def keep_trainable_layout(layer: nn.Module) -> None:
-    """Stop bnb's CPU inference repacking of ``layer`` (it breaks backward; see module docstring)."""
+    """Stop bnb's CPU inference repacking of ``layer`` (it breaks backward; see module docstring).
+
+    Where the repacking already happened (a 4-bit model that ran in eval mode before ``apply`` without
+    ``peftbook.models.keep_4bit_layout``), undoing it keeps the bf16-rounded scales it made: the
+    layer's codes are kept, its scales cannot be restored.
+    """
     import bitsandbytes.functional as F
 
     layer.support_avx512bf16_for_cpu = False
     if getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
         layer.weight.data, layer.weight.quant_state = F._convert_weight_packed_for_cpu_inverse(
             layer.weight.data, layer.weight.quant_state)
+
+
+def quantization_settings(layer: nn.Module) -> tuple[str, bool]:
+    """(quant_type, double_quant) a 4-bit layer was quantized with (also after bnb's CPU repacking)."""
+    state = layer.weight.quant_state
+    return state.quant_type, bool(getattr(state, "original_nested", state.nested))
+
+
+def check_settings(name: str, layer: nn.Module, config: QLoRAConfig) -> None:
+    """Raise when an already 4-bit ``layer`` was quantized otherwise than ``config`` says."""
+    found, wanted = quantization_settings(layer), (config.quant_type, config.double_quant)
+    if found != wanted:
+        raise ValueError(f"{name} is already 4-bit with quant_type={found[0]!r}, double_quant={found[1]}, but the "
+                         f"config asks for quant_type={wanted[0]!r}, double_quant={wanted[1]}; QLoRA keeps a "
+                         "4-bit base as loaded, so give a config that matches it (or load the model in full "
+                         "precision and let apply() quantize it)")
 
 
 def dequantize_linear(layer: nn.Module) -> nn.Linear:
@@ -152,9 +178,16 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
 
 def inject(model: nn.Module, config: QLoRAConfig) -> None:
     targets = lora.resolve_targets(model, config)  # a target that matches nothing raises before any layer is quantized
+    if model.config.model_type not in ARCHITECTURES:  # the table's families are known to call every linear
+        unused = linears_used_directly(model, quantizable_linears(model))
+        if unused:
+            raise ValueError(f"QLoRA cannot be applied to {model.config.model_type}: it uses the weights of "
+                             f"{', '.join(sorted({n.rsplit('.', 1)[-1] for n in unused}))} directly, not through "
+                             "the linear layer, so a 4-bit layer cannot stand in for them")
     for name in quantizable_linears(model):
         module = model.get_submodule(name)
-        if is_4bit(module):  # already 4-bit (load_model(..., quantize="nf4"))
+        if is_4bit(module):  # already 4-bit (load_model(..., quantize="nf4")): keep its weights as they are
+            check_settings(name, module, config)
             keep_trainable_layout(module)
         else:
             replace_module(model, name, quantize_linear(module, config.quant_type, config.double_quant))
