@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
-from peftbook.errors import ConfigError, OutputError, replace_directory, write_text_atomic
+from peftbook.errors import ConfigError, OutputError, replace_directory, strict_json, write_text_atomic
 from peftbook.evaluate import evaluate
 from peftbook.memory import track_memory
 from peftbook.methods import get_method, save_adapter
@@ -298,7 +298,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, result: TrainResul
             save_adapter(model, directory / "adapter")
         state = {"step": result.steps_done, "history": result.history, "evals": result.evals,
                  "memory": result.memory, "config": asdict(config), "num_processes": accelerator.num_processes}
-        (directory / "state.json").write_text(json.dumps(state, indent=1, default=str))  # written last: complete
+        (directory / "state.json").write_text(strict_json(state, indent=1, default=str))  # written last: complete
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         replace_directory(directory, final)
@@ -518,5 +518,5 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         out.mkdir(parents=True, exist_ok=True)
         if config.save_adapter and applied_config(model) is not None:
             save_adapter(model, out / "adapter")
-        write_text_atomic(out / "history.json", json.dumps(result.to_dict(), indent=1, default=str))
+        write_text_atomic(out / "history.json", strict_json(result.to_dict(), indent=1, default=str))
     return result

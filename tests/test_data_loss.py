@@ -169,3 +169,14 @@ def test_failed_qlora_apply_quantizes_nothing():
     with pytest.raises(ValueError, match="nomatch"):
         apply(model, make_config("qlora", targets=["nomatch"]))
     assert {n: type(m) for n, m in model.named_modules()} == linear_types
+
+
+def test_strict_json_writes_null_for_nan_and_infinity():
+    """What train writes history.json and state.json with: a strict parser reads it, non-finite values are null."""
+    import json as strict
+
+    from peftbook.errors import strict_json
+
+    text = strict_json({"losses": [1.0, float("nan")], "latency_s": float("inf")})
+    assert strict.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name))) == {
+        "losses": [1.0, None], "latency_s": None}
