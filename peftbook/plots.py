@@ -12,6 +12,8 @@ import io
 
 from matplotlib.figure import Figure
 
+from peftbook.spectrum import cumulative_energy
+
 CATEGORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868",
                    "activations": "#c44e52", "other": "#8c8c8c"}
 
@@ -233,7 +235,8 @@ def plot_choice_order(grid: dict, metric: str):
     for i, k in enumerate(ks):
         for c, orders in enumerate(grid[k]):
             x = i + 0.15 * (c - (len(grid[k]) - 1) / 2)
-            ax.plot([x] * len(orders), orders, "o-", alpha=0.7, color=f"C{c}", label=f"choice {c + 1}" if i == 0 else None)
+            ax.plot([x] * len(orders), orders, "o-", alpha=0.7, color=f"C{c}",
+                    label=f"choice {c + 1}" if i == 0 else None)
     ax.set_xticks(range(len(ks)), [f"k={k}" for k in ks])
     ax.set_ylabel(f"test {metric}")
     ax.set_title("few-shot: each column a choice of examples, its dots their orders")
@@ -247,14 +250,11 @@ def plot_spectra(spectra: dict, random_values=None, rank: int | None = None, lim
     fig = new_figure((6, 3.5))
     ax = fig.add_subplot()
 
-    def cumulative(values):
-        energy = values.double() ** 2
-        return (energy.cumsum(0) / energy.sum()).tolist()
-
     for name, values in list(spectra.items())[:limit]:
-        ax.plot(range(1, len(values) + 1), cumulative(values), label=name, linewidth=1)
+        ax.plot(range(1, len(values) + 1), cumulative_energy(values).tolist(), label=name, linewidth=1)
     if random_values is not None:
-        ax.plot(range(1, len(random_values) + 1), cumulative(random_values), "k--", label="random matrix")
+        ax.plot(range(1, len(random_values) + 1), cumulative_energy(random_values).tolist(), "k--",
+                label="random matrix")
     if rank:
         ax.axvline(rank, color="grey", linestyle=":", label=f"r = {rank}")
     ax.set(xlabel="top r singular directions", ylabel="share of the change's energy", xscale="log",
