@@ -7,6 +7,9 @@ simulate_memory, estimate_memory.
 from __future__ import annotations
 
 from peftbook.environment import VERSION as __version__
+from peftbook.environment import silence_known_noise
+
+silence_known_noise()  # before anything below imports bitsandbytes
 from peftbook.evaluate import evaluate
 from peftbook.memory import estimate_memory, simulate_memory, track_memory
 from peftbook.methods import (apply, load_adapter, make_config, merge, save_adapter, trainable_parameters,

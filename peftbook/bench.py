@@ -34,6 +34,7 @@ from peftbook.methods import (ALL_METHODS, HF_PEFT_METHODS, TRAINABLE_METHODS, a
 from peftbook.methods.few_shot import FewShotConfig, few_shot_curve, select_shots, task_with_demonstrations
 from peftbook.models import load_model, resolve_device, resolve_model_path
 from peftbook.plots import plot_bench, save_figure
+from peftbook.progress import progress_bar
 from peftbook.results import read_results, summarize, write_results
 from peftbook.tasks import load_task, with_train_examples
 from peftbook.train import TrainConfig, train
@@ -251,11 +252,13 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
     if done:
         log(f"[bench] {out}: reusing {len(done)} finished run(s) of the same configuration", file=sys.stderr)
     info = versions(("peft",) if impl == "hf-peft" else ())
+    runs = progress_bar(total=len(methods) * len(seeds), desc="bench", disable=not progress)
     for method in methods:
         for seed in seeds:
+            runs.set_postfix_str(f"{method} seed={seed}")  # the run in progress
             if (method, seed) in done:
+                runs.update()
                 continue
-            log(f"[bench] {method} seed={seed} ({impl}, {steps} steps)", file=sys.stderr)
             base = {"method": method, "model": str(model), "task": task_obj.name, "seed": seed, "device": device_name,
                     "metric": task_obj.metric, "versions": info, "impl": impl, "train_examples": train_examples,
                     "steps": steps if get_method(method).trains else 0}
@@ -278,6 +281,9 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
             records.append({**base, **fields})
             if out:
                 write_results(records, out, settings)
+            runs.update()
+    runs.set_postfix_str(f"{len(records)} runs")
+    runs.close()
     if out:
         write_results(records, out, settings)
         save_plots(records, out)

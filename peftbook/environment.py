@@ -1,11 +1,36 @@
 """What this run ran on: package versions and the device, collected once for the bench, the CLI and the notebooks."""
 from __future__ import annotations
 
+import logging
 import platform
 
 import torch
 
 VERSION = "0.1.0"  # peftbook's own version (pyproject.toml says the same; a test keeps them equal)
+
+# Third-party log lines that say nothing about the user's run, by logger: dropped at their source.
+KNOWN_NOISE = {
+    # bitsandbytes tries an optional CPU kernel from the `kernels` package at import and falls back
+    # to its own implementation when it is missing; the 4-bit results are the same either way.
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+}
+
+
+class _DropKnownNoise(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def silence_known_noise() -> None:
+    """Drop the ``KNOWN_NOISE`` messages (every other message of those loggers still shows); idempotent."""
+    for name, prefixes in KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise(prefixes))
 
 
 def package_version(name: str) -> str | None:

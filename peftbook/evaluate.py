@@ -58,17 +58,61 @@ def continuation_logprobs(model, pad_token_id: int, prompts: list[list[int]], co
     return scores
 
 
+SHARED_PREFIX_MIN = 8  # tokens: a shorter common start is not worth a forward pass of its own
+
+
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """How many tokens every prompt starts with, leaving each prompt at least its last token."""
+    first, length = prompts[0], min(map(len, prompts)) - 1
+    for ids in prompts[1:]:
+        same = 0
+        while same < length and ids[same] == first[same]:
+            same += 1
+        length = same
+    return max(length, 0)
+
+
+def prefix_key_values(model, prefix: list[int]):
+    """Per layer ``(keys, values)`` of one forward over ``prefix`` (batch 1), or None when the model's
+    cache is not a plain ``DynamicCache`` of full-attention layers (then nothing can be shared exactly)."""
+    from transformers import DynamicCache
+
+    cache = getattr(model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True), "cache", None)
+    if not isinstance(cache, DynamicCache) or any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+        return None
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
 @torch.no_grad()
 def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], token_ids: list[int],
-                        batch_size: int = 16) -> torch.Tensor:
-    """``(len(prompts), len(token_ids))``: log p(token | prompt), one forward per prompt batch."""
+                        batch_size: int = 16, share_prefix: bool = False) -> torch.Tensor:
+    """``(len(prompts), len(token_ids))``: log p(token | prompt), one forward per prompt batch.
+
+    ``share_prefix``: when every prompt starts with the same tokens (few-shot prompts share their
+    demonstrations), run those once and only each prompt's own tokens per batch, on a copy of their
+    KV cache: the same tokens at the same positions, so the same scores (to float rounding), and a
+    248-token 8-shot prompt costs its ~30-token query. Models whose cache cannot be copied this way
+    run the whole prompts.
+    """
+    from transformers import DynamicCache
+
     device = model_device(model)
+    shared = common_prefix_length(prompts) if share_prefix else 0
+    pairs = prefix_key_values(model, prompts[0][:shared]) if shared >= SHARED_PREFIX_MIN else None
+    shared = shared if pairs is not None else 0
     rows = []
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = [ids[shared:] for ids in prompts[start:start + batch_size]]
         batch = pad_batch(chunk, pad_token_id)
         length = batch["input_ids"].shape[1]
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits[:, -length:]
+        extra = {}
+        if shared:  # the prefix's keys and values, one view per row; the forward appends to a new copy
+            rows_in = len(chunk)
+            extra["cache"] = DynamicCache([(k.expand(rows_in, -1, -1, -1), v.expand(rows_in, -1, -1, -1))
+                                           for k, v in pairs], config=model.config)
+            batch["attention_mask"] = torch.cat([torch.ones(rows_in, shared, dtype=torch.long),
+                                                 batch["attention_mask"]], dim=1)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits[:, -length:]
         last = torch.tensor([len(ids) - 1 for ids in chunk], device=device)
         logprobs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)  # (B, V)
         rows.append(logprobs[:, token_ids].cpu())

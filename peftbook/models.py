@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftbook.progress import quiet_library_bars
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TINY_DIR = DATA_DIR / "tiny"
 QUANTIZE_CHOICES = (None, "nf4", "fp4")
@@ -306,6 +308,7 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     try:
         tokenizer = _load_tokenizer(path)
+        quiet_library_bars()  # a committed notebook shows no 'Loading weights 0%' bars
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise FileNotFoundError(

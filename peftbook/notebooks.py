@@ -8,13 +8,16 @@ runner and the tests read those files.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 from peftbook.environment import device_info, versions
 from peftbook.errors import ConfigError
+from peftbook.progress import ENV as PROGRESS_ENV
 
 # What a notebook raises for a bad parameter: reported as one line naming the notebook, not a traceback.
 USER_ERRORS = ("ValueError", "FileNotFoundError", "ConfigError", "DataError", "AdapterError", "OutputError")
@@ -87,26 +90,65 @@ def run_notebooks(names=None, out_dir="outputs/notebooks", smoke: bool = False, 
     for name in names:
         params = dict(SMOKE_PARAMETERS.get(name, {})) if smoke else {}
         params.update(parameters or {})
-        params["OUTPUT_DIR"] = str(out_dir.resolve())
+        params["OUTPUT_DIR"] = portable_path(out_dir, NOTEBOOK_DIR)  # the kernel runs in NOTEBOOK_DIR
         source = NOTEBOOK_DIR / f"{name}.ipynb"
         target = source if render else out_dir / f"{name}.ipynb"
         start = time.perf_counter()
         # iopub_timeout: papermill fails a cell whose output is not drained 4 s after it finished; on a
         # busy machine (the kit's CI has 2 shared cores) a training cell's progress output took longer
         try:
-            papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(NOTEBOOK_DIR),
-                                       progress_bar=progress, kernel_name="python3", iopub_timeout=120)
+            with kernel_environment({PROGRESS_ENV: os.environ.get(PROGRESS_ENV, "final")}):
+                papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(NOTEBOOK_DIR),
+                                           progress_bar=progress, kernel_name="python3", iopub_timeout=120)
         except papermill.PapermillExecutionError as error:
             if error.ename not in USER_ERRORS:
                 raise
             raise ConfigError(f"notebook {name} stopped in cell {error.exec_count}: {error.ename}: {error.evalue} "
                               f"(executed copy: {target})") from None
+        finally:
+            if target.exists():
+                tidy_executed(target)
         metrics_file = out_dir / f"{name}.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         summary[name] = {"seconds": round(time.perf_counter() - start, 1), "metrics": metrics,
                          "output": str(target)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+@contextlib.contextmanager
+def kernel_environment(variables: dict):
+    """Set environment variables for the kernels started inside the block (they inherit ours), then restore."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def portable_path(path, start) -> str:
+    """``path`` relative to ``start`` when both lie in this checkout (what a committed notebook may show), else absolute."""
+    path, root = Path(path).resolve(), NOTEBOOK_DIR.parent
+    if path == root or root in path.parents:
+        return os.path.relpath(path, Path(start).resolve())
+    return str(path)
+
+
+def tidy_executed(path) -> None:
+    """An executed notebook as readers get it: no path of the machine that ran it in papermill's metadata."""
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    meta = notebook.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = portable_path(meta[key], NOTEBOOK_DIR.parent)
+    nbformat.write(notebook, str(path))
 
 
 def write_summary(summary: dict, out_dir) -> Path:
@@ -165,8 +207,10 @@ def check_model(name: str, value: str) -> None:
         raise ValueError(f"parameter {name}={value!r} cannot be loaded: {error}") from None
 
 
-def record_metrics(notebook: str, metrics: dict, output_dir) -> Path:
-    """Last cell of every notebook: write its metrics to ``output_dir/<notebook>.json`` and show them."""
+def record_metrics(notebook: str, metrics: dict, output_dir) -> None:
+    """Last cell of every notebook: write its metrics to ``output_dir/<notebook>.json`` and say where.
+
+    Returns nothing, so the cell that ends with it shows the one line, not a path object."""
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return str(value)
@@ -182,4 +226,60 @@ def record_metrics(notebook: str, metrics: dict, output_dir) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clean(metrics), indent=2, sort_keys=True))
     print(f"metrics written to {path}")
-    return path
+
+
+# ---- how notebooks show values: text a reader reads, not reprs --------------------------------
+
+def number_text(value, digits: int = 3) -> str:
+    """``value`` for reading: ints with thousands separators; a float in [-1, 1] (a score, a share) to
+    ``digits`` decimals, a larger one to ``digits`` significant digits, a tiny one in e-notation."""
+    if not isinstance(value, float):
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    if not math.isfinite(value) or value == 0:
+        return str(value)
+    if abs(value) < 10 ** -digits:
+        return f"{value:.{digits - 1}e}"
+    if abs(value) <= 1:
+        return f"{value:.{digits}f}"
+    return f"{value:,.{max(digits - len(str(int(abs(value)))), 0)}f}"
+
+
+def settings_text(settings: dict) -> str:
+    """``{"rank": 8, "alpha": 16.0}`` as ``rank 8, alpha 16``; nested dicts as ``name (...)``."""
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            parts.append(f"{key} ({settings_text(value) or 'defaults'})")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{key} {', '.join(map(str, value))}")
+        else:  # a setting is shown as written (a learning rate 0.1, not 0.100)
+            parts.append(f"{key} {value:g}" if isinstance(value, float) else f"{key} {number_text(value)}")
+    return ", ".join(parts)
+
+
+def bytes_text(num_bytes: float) -> str:
+    """Bytes in binary units to 3 significant digits: ``12.5 MiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(num_bytes) >= scale:
+            value = num_bytes / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    return f"{num_bytes:,.0f} B"
+
+
+def categories_text(by_category: dict) -> str:
+    """A memory split ``{"weights": bytes, ...}`` as one line: ``weights 12.5 MiB · gradients 0 B · ...``."""
+    return " · ".join(f"{name} {bytes_text(value)}" for name, value in by_category.items())
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None, headers: dict | None = None):
+    """``rows`` as a Markdown table (shown as a table in Jupyter and on GitHub); numbers via ``number_text``."""
+    from IPython.display import Markdown
+
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
+    headers = headers or {}
+    lines = ["| " + " | ".join(headers.get(c, c) for c in columns) + " |",
+             "|" + "|".join("---:" if all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                                           for r in rows if r.get(c) is not None) else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(number_text(row.get(c, "")) if row.get(c) is not None else "" for c in columns) + " |"
+              for row in rows]
+    return Markdown("\n".join(lines))

@@ -50,6 +50,7 @@ from peftbook.errors import ConfigError, OutputError, replace_directory, strict_
 from peftbook.evaluate import evaluate
 from peftbook.memory import track_memory
 from peftbook.methods import get_method, save_adapter
+from peftbook.progress import progress_bar
 from peftbook.surgery import applied_config, copy_state_checked
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -401,7 +402,6 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     config = config or TrainConfig()
     if not isinstance(config, TrainConfig):
@@ -445,7 +445,7 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     step_tokens: list[int] = []
     measuring = contextlib.ExitStack()  # holds the memory tracker while the first steps run
     tracker = None
-    bar = tqdm(total=config.steps, initial=result.steps_done, desc="train", dynamic_ncols=True,
+    bar = progress_bar(total=config.steps, initial=result.steps_done, desc="train", dynamic_ncols=True,
                disable=not (config.progress and accelerator.is_main_process))
 
     def stop_measuring() -> None:

@@ -9,6 +9,7 @@ import torch
 from peftbook.methods.few_shot import (FewShotConfig, build_prompt, evaluate_classification, evaluate_generation,
                                        fitting_prompt, label_logprobs, select_shots)
 from peftbook.tasks import Example, builtin_task, load_task
+from peftbook.zoo import TINY_MODEL_TYPES
 
 pytestmark = pytest.mark.unit
 
@@ -165,3 +166,25 @@ def test_choice_and_order_separates_which_examples_from_their_order():
         choice_and_order(model, tokenizer, task, choices=0, progress=False)
     with pytest.raises(ValueError, match="shots=30 is more than the 20"):
         choice_and_order(model, tokenizer, task, shots=(1, 30), progress=False)
+
+
+@pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
+def test_shared_demonstrations_are_run_once_and_score_the_same(model_type):
+    # Few-shot prompts share their demonstrations: next_token_logprobs runs them once and scores each
+    # query on a copy of their KV cache. Same tokens, same positions: the same scores as whole prompts.
+    from conftest import make_tiny_model
+
+    from peftbook.evaluate import common_prefix_length, next_token_logprobs
+    model = make_tiny_model(model_type).eval()
+    demos = list(range(5, 40))
+    prompts = [demos + [7 + i % 5] * (1 + i % 4) for i in range(11)]  # queries of different lengths
+    calls = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True)
+    shared = next_token_logprobs(model, 0, prompts, [1, 2, 3], batch_size=4, share_prefix=True)
+    assert calls[0] == (1, len(demos))
+    # gemma2's sliding-window cache layers cannot be copied this way: it runs the whole prompts
+    assert all(shape[1] <= 4 for shape in calls[1:]) == (model_type != "gemma2"), calls
+    whole = next_token_logprobs(model, 0, prompts, [1, 2, 3], batch_size=4)
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-5)
+    assert common_prefix_length(prompts) == len(demos)
+    assert common_prefix_length([[1, 2], [1, 2]]) == 1  # each prompt keeps its last token

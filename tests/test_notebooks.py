@@ -13,6 +13,7 @@ import re
 import pytest
 
 from peftbook.claims import CLAIMS
+from peftbook.notebook_checks import reader_problems
 from peftbook.notebooks import NOTEBOOK_DIR, NOTEBOOKS, available_notebooks, run_notebooks
 
 PRESENT = available_notebooks()
@@ -117,6 +118,9 @@ def check_metrics(name: str, metrics: dict) -> None:
 def test_smoke_run(name, tmp_path):
     summary = run_notebooks([name], out_dir=tmp_path, smoke=True, progress=False)
     check_metrics(name, summary[name]["metrics"])
+    # what a reader of this run's notebook sees: no stderr, unfinished bars, reprs (the folder given is shown as given)
+    executed = json.loads((tmp_path / f"{name}.ipynb").read_text())
+    assert reader_problems(executed, allowed_paths=(str(tmp_path.resolve()), str(tmp_path))) == []
 
 
 @pytest.mark.notebooks

@@ -27,6 +27,7 @@ import torch
 
 from peftbook.batching import encode_prompt, encode_target
 from peftbook.evaluate import continuation_logprobs, generate, next_token_logprobs
+from peftbook.progress import progress_bar
 
 SELECTIONS = ("random", "balanced")
 CONTENT_FREE = "N/A"
@@ -104,7 +105,7 @@ def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str],
     room = limit - max(map(len, label_ids))
     prompt_ids = [encode_prompt(tokenizer, p)[-room:] for p in prompts]
     if all(len(ids) == 1 for ids in label_ids):  # one token per label: one pass, read the last position
-        return next_token_logprobs(model, pad, prompt_ids, [ids[0] for ids in label_ids], batch_size)
+        return next_token_logprobs(model, pad, prompt_ids, [ids[0] for ids in label_ids], batch_size, share_prefix=True)
     pairs = [(ids, label) for ids in prompt_ids for label in label_ids]
     scores = continuation_logprobs(model, pad, [p for p, _ in pairs], [c for _, c in pairs], batch_size)
     return torch.tensor(scores).view(len(prompts), len(label_words))
@@ -144,9 +145,7 @@ def choice_and_order(model, tokenizer, task, shots=(1, 2, 3, 4), choices: int = 
     train, examples = task.examples("train"), task.examples(split)[:num_examples]
     for k in shots:  # every k is checked before the first forward pass
         select_shots(train, FewShotConfig(shots=k))
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=sum(choices * (orders if k > 1 else 1) for k in shots), desc="choice and order",
+    bar = progress_bar(total=sum(choices * (orders if k > 1 else 1) for k in shots), desc="choice and order",
                disable=not progress)
     grid = {}
     for k in shots:
@@ -211,10 +210,8 @@ def few_shot_curve(model, tokenizer, task, shots: list[int], draws: int = 5, see
     examples = examples[:num_examples] if num_examples else examples
     for k in shots:  # every k is checked before the first forward pass
         select_shots(train, FewShotConfig(shots=k, **config))
-    from tqdm.auto import tqdm
-
     evaluate = evaluate_classification if task.kind == "classification" else evaluate_generation
-    bar = tqdm(total=sum(draws if k else 1 for k in shots), desc=f"few-shot {task.name}", disable=not progress)
+    bar = progress_bar(total=sum(draws if k else 1 for k in shots), desc=f"few-shot {task.name}", disable=not progress)
     results = []
     for k in shots:
         draws_k = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
+from peftbook.progress import progress_bar
 
 
 @dataclass
@@ -37,8 +38,6 @@ def encode_truncating_end(tokenizer, task, example, max_length: int = 512) -> tu
 
 def finetune(model, tokenizer, task, config: FinetuneConfig | None = None) -> list[float]:
     """Fine-tune every parameter of ``model`` on ``task``'s train split; returns the loss per step."""
-    from tqdm.auto import tqdm
-
     config = config or FinetuneConfig()
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
@@ -48,7 +47,7 @@ def finetune(model, tokenizer, task, config: FinetuneConfig | None = None) -> li
         optimizer, lambda s: min(1.0, (s + 1) / config.warmup) * max(0.0, 1 - s / config.steps))
     model.train()
     losses = []
-    for _ in tqdm(range(config.steps), desc=f"finetune {task.name}", mininterval=5):
+    for _ in progress_bar(range(config.steps), desc=f"finetune {task.name}", mininterval=5):
         chosen = rng.sample(encoded, config.batch_size)
         batch = pad_batch([ids for ids, _ in chosen], tokenizer.pad_token_id, labels=[labels for _, labels in chosen])
         loss = model(**batch).loss

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from peftbook.progress import progress_bar
+
 
 @dataclass
 class PretrainConfig:
@@ -151,8 +153,6 @@ def pretrain(model, tokenizer, train_blocks: torch.Tensor, heldout_blocks: torch
     stopped after step k leaves what ``--steps k`` would make). ``stage`` names the curriculum stage
     and ``offset`` the (steps, tokens) of the stages before it, so the rows count from the beginning.
     """
-    from tqdm.auto import tqdm
-
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -165,7 +165,7 @@ def pretrain(model, tokenizer, train_blocks: torch.Tensor, heldout_blocks: torch
     start = time.time()
     tokens = 0
     running = None
-    bar = tqdm(range(cfg.steps), desc="pretrain", mininterval=5)
+    bar = progress_bar(range(cfg.steps), desc="pretrain", mininterval=5)
     for step in bar:
         index = order[(step * cfg.batch_size + torch.arange(cfg.batch_size)) % len(order)]
         if (step * cfg.batch_size) // len(order) != ((step + 1) * cfg.batch_size - 1) // len(order):

@@ -1,0 +1,69 @@
+"""Progress bars that read right wherever they are seen: live while someone watches, finished when read later.
+
+Every long loop in peftbook (training, few-shot scoring, the benchmark grid, pretraining) makes its
+bar with ``progress_bar``. What the bar does depends on ``PEFTBOOK_PROGRESS``:
+
+- ``live`` (the default): ``tqdm.auto`` - a widget in Jupyter, a text bar on stderr in a terminal;
+- ``final``: nothing while the loop runs, then one line with the bar's final state on stdout when it
+  closes (``train: 100%|██████████| 600/600 [01:02<00:00, 9.6it/s, loss=0.0123]``). The notebook
+  runner (``peftbook.notebooks.run_notebooks``) sets it, so a committed notebook records what the run
+  did, not a widget whose saved text is its starting "0%" state, and no viewer needs widgets to read it;
+- ``off``: no bars at all.
+
+Model loading's own bars (``transformers``) follow the same switch: ``final`` and ``off`` turn them off.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+from tqdm.std import tqdm
+
+MODES = ("live", "final", "off")
+ENV = "PEFTBOOK_PROGRESS"
+
+
+def progress_mode() -> str:
+    """The mode ``PEFTBOOK_PROGRESS`` asks for (``live`` when unset); an unknown value raises naming the allowed ones."""
+    mode = os.environ.get(ENV, "live").strip().lower() or "live"
+    if mode not in MODES:
+        from peftbook.errors import ConfigError
+        raise ConfigError(f"{ENV}={mode!r} is not allowed; allowed: {', '.join(MODES)}")
+    return mode
+
+
+def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", disable: bool = False, **kwargs):
+    """A tqdm bar over ``iterable`` or ``total`` steps, drawn as ``PEFTBOOK_PROGRESS`` says (module docstring).
+
+    ``disable=True`` (a caller's ``progress=False``) always wins. Other keyword arguments go to tqdm.
+    """
+    mode = progress_mode()
+    if mode == "final" and not disable:
+        return _FinalLine(iterable, total=total, desc=desc, **kwargs)
+    from tqdm.auto import tqdm as auto_tqdm
+    return auto_tqdm(iterable, total=total, desc=desc, disable=disable or mode == "off", **kwargs)
+
+
+def quiet_library_bars() -> None:
+    """Turn off transformers' own progress bars (weight loading) unless the mode is ``live``."""
+    if progress_mode() != "live":
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+
+
+class _FinalLine(tqdm):
+    """Draws into a sink while the loop runs; prints its final state once, on stdout, when closed."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.pop("file", None)
+        kwargs.pop("dynamic_ncols", None)
+        kwargs.pop("ascii", None)
+        super().__init__(*args, file=io.StringIO(), mininterval=3600, ascii=False, **kwargs)
+
+    def close(self):
+        if self.disable:  # closed already (tqdm disables a bar when it closes)
+            return
+        line = self.format_meter(**{**self.format_dict, "ncols": 80})
+        super().close()
+        print(line, file=sys.stdout, flush=True)
