@@ -140,10 +140,17 @@ def portable_path(path, start) -> str:
 
 
 def tidy_executed(path) -> None:
-    """An executed notebook as readers get it: no path of the machine that ran it in papermill's metadata."""
+    """An executed notebook as readers get it: no path of the machine that ran it in papermill's metadata, and
+    the kernelspec JupyterLab would write on opening (``nbclean``), so opening it changes nothing."""
     import nbformat
 
-    notebook = nbformat.read(str(path), as_version=4)
+    from peftbook.nbclean import normalize_for_jupyterlab
+
+    notebook = nbformat.from_dict(normalize_for_jupyterlab(nbformat.read(str(path), as_version=4)))
+    widget_outputs = any("application/vnd.jupyter.widget-view+json" in output.get("data", {})
+                         for cell in notebook.cells for output in cell.get("outputs", []))
+    if not widget_outputs:  # state of widgets no output shows any more (a render with text progress)
+        notebook.metadata.pop("widgets", None)
     meta = notebook.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if meta.get(key):
