@@ -60,3 +60,13 @@ def test_the_enumeration_is_transformers_causal_lm_mapping():
 def test_every_causal_lm_type_of_transformers():
     full = coverage.coverage_matrix()
     assert len(full["results"]) >= 0.5 * len(coverage.causal_lm_types())
+
+
+def test_info_coverage_json_prints_the_matrix(matrix, monkeypatch, capsys):
+    import json
+
+    from peftbook.__main__ import main
+
+    monkeypatch.setattr(coverage, "coverage_matrix", lambda types, strict: matrix)
+    assert main(["info", "--coverage", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(matrix))

@@ -44,7 +44,7 @@ def run(args) -> int:
         from peftbook import coverage
 
         matrix = coverage.coverage_matrix(None if args.all else coverage.REPRESENTATIVE_TYPES, strict=False)
-        print(json.dumps(matrix, indent=2) if args.json else coverage.matrix_markdown(matrix), end="\n" if args.json else "")
+        print(strict_json(matrix, indent=2) if args.json else coverage.matrix_markdown(matrix), end="\n" if args.json else "")
         return 0
     info = collect()
     if args.json:
