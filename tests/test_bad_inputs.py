@@ -496,3 +496,50 @@ def test_no_pickle_anywhere_in_the_package():
             if "weights_only=True" not in match.group(1):
                 offenders.append(f"{path.relative_to(REPO)}: torch.load without weights_only=True")
     assert offenders == []
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+@pytest.mark.parametrize("unload", [False, True])
+def test_failed_merge_leaves_the_model_as_it_was(method, unload, monkeypatch):
+    from peftbook import apply, make_config, merge
+    from peftbook.methods import lora
+
+    model = make_tiny_model("llama")
+    apply(model, make_config(method, rank=2))
+    for wrapper in lora.lora_modules(model).values():  # a trained-looking update, so a merge changes weights
+        torch.nn.init.normal_(wrapper.lora_B.weight, std=0.1)
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    before = state_of(model)
+    wrappers = list(lora.lora_modules(model).values())
+    if unload:  # every layer merges, then taking the wrappers out fails part-way
+        real = lora.replace_module
+        calls = []
+
+        def fail_third(*args):
+            calls.append(args)
+            if len(calls) == 3:
+                raise RuntimeError("out of memory (simulated)")
+            return real(*args)
+        monkeypatch.setattr(lora, "replace_module", fail_third)
+    else:  # the third layer's merge fails after two have merged
+        original = lora.LoRALinear.merge
+
+        def flaky(self):
+            if self is wrappers[2]:
+                raise RuntimeError("out of memory (simulated)")
+            original(self)
+        monkeypatch.setattr(lora.LoRALinear, "merge", flaky)
+    with pytest.raises(RuntimeError, match="simulated"):
+        merge(model, unload=unload)
+    monkeypatch.undo()
+    after = state_of(model)
+    assert after["modules"] == before["modules"] and after["attributes"] == before["attributes"]
+    for name, (tensor, flag) in before["params"].items():
+        torch.testing.assert_close(after["params"][name][0], tensor, atol=1e-6, rtol=0)
+    assert not any(w.merged for w in lora.lora_modules(model).values())
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, logits, atol=1e-5, rtol=0)
+    merge(model)  # and a retry works

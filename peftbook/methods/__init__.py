@@ -289,13 +289,24 @@ def merge(model: nn.Module, unload: bool = False) -> nn.Module:
     ``unload=True`` also removes the LoRA wrappers (like HF PEFT's ``merge_and_unload``): the result is
     a plain model that runs at exactly the base's cost, but can no longer be unmerged or saved as an
     adapter. Without it the wrappers stay (one extra call per layer) and ``unmerge`` restores the base.
+    A merge that fails part-way leaves the model as it was (LoRA weights to one fp32 rounding, as
+    ``unmerge``) and raises.
     """
     module = mergeable(model, "merge")
-    module.merge(model)
-    if unload:
-        lora.unload(model)
-        set_applied_config(model, None)
-        model.peftbook_unloaded = True  # so that unmerge() can say why it cannot
+    wrappers = {wrapper: wrapper.base for wrapper in lora.lora_modules(model).values() if not wrapper.merged}
+    state = snapshot(model)
+    try:
+        module.merge(model)
+        if unload:
+            lora.unload(model)
+            set_applied_config(model, None)
+            model.peftbook_unloaded = True  # so that unmerge() can say why it cannot
+    except BaseException:  # a transaction: the model as it was (Ctrl-C and out-of-memory included)
+        for wrapper, base in wrappers.items():
+            if wrapper.merged and wrapper.base is base:  # LoRA added its update in place: subtract it
+                wrapper.unmerge()
+        restore(state)  # QLoRA's 4-bit bases, the wrappers unload took out, every flag
+        raise
     return model
 
 
