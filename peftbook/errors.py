@@ -18,6 +18,11 @@ from pathlib import Path
 class PeftbookError(Exception):
     """Base class of every user error."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython/Jupyter show this instead of the traceback: a user error is one line there too
+        # (``%tb`` or ``--debug`` on the CLI still reach the full one)
+        return [f"{type(self).__name__}: {one_line(self)}"]
+
 
 class ConfigError(PeftbookError, ValueError):
     """A config field or command-line value out of range or of the wrong kind."""

@@ -196,12 +196,12 @@ def print_environment(device: str = "auto") -> dict:
 def check_choice(name: str, value, allowed) -> None:
     """Stop the notebook in its checking cell when a parameter is outside its allowed values."""
     if value not in allowed:
-        raise ValueError(f"parameter {name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+        raise ConfigError(f"parameter {name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
 
 
 def check_positive(name: str, value, minimum=1) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"parameter {name}={value!r} is not allowed; it must be a number >= {minimum}")
+        raise ConfigError(f"parameter {name}={value!r} is not allowed; it must be a number >= {minimum}")
 
 
 def check_model(name: str, value: str) -> None:
@@ -211,7 +211,7 @@ def check_model(name: str, value: str) -> None:
     try:
         resolve_model_path(value)
     except FileNotFoundError as error:
-        raise ValueError(f"parameter {name}={value!r} cannot be loaded: {error}") from None
+        raise ConfigError(f"parameter {name}={value!r} cannot be loaded: {error}") from None
 
 
 def record_metrics(notebook: str, metrics: dict, output_dir) -> None:

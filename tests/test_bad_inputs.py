@@ -144,6 +144,10 @@ CLI_CASES = [
     (["eval", "--model", "{model}", "--task", "{task}", "--adapter", "{tmp}/truncated"], "adapter_model.safetensors"),
     (["eval", "--model", "{model}", "--task", "{task}", "--adapter", "{tmp}/badjson"], "peftbook_adapter.json"),
     (["eval", "--model", "{model}", "--task", "{task}", "--split", "dev"], "'dev'"),
+    (["eval", "--model", "{model}", "--task", "{task}", "--max-examples", "0"], "--max-examples 0 is not allowed"),
+    (["eval", "--model", "{model}", "--task", "{task}", "--batch-size", "-2"], "--batch-size -2 is not allowed"),
+    (["fewshot", "--model", "{model}", "--task", "{task}", "--examples", "-1"], "--examples -1 is not allowed"),
+    (["fewshot", "--model", "{model}", "--task", "{task}", "--draws", "0"], "--draws 0 is not allowed"),
     (["eval", "--model", "{model}", "--task", "nosuchtask"], "'nosuchtask'"),
     (["eval", "--model", "{model}", "--task", "{tmp}/ints"], "label 1 is a int"),
     (["eval", "--model", "{model}", "--task", "{tmp}/latin1"], "not UTF-8"),
@@ -449,14 +453,14 @@ def test_a_notebook_stopped_by_a_bad_parameter_is_one_line(tmp_path, monkeypatch
     import papermill
 
     def stopped(*args, **kwargs):
-        raise papermill.PapermillExecutionError(3, 2, "check_positive('RANK', RANK)", "ValueError",
+        raise papermill.PapermillExecutionError(3, 2, "check_positive('RANK', RANK)", "ConfigError",
                                                 "parameter RANK=0 is not allowed; it must be a number >= 1",
                                                 ["Traceback (most recent call last):", "..."])
 
     monkeypatch.setattr(papermill, "execute_notebook", stopped)
     code, err = cli(["notebooks", "--only", "05_lora", "-p", "RANK", "0", "--out", str(tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err
-    assert re.search(r"error: notebook 05_lora stopped in cell 2: ValueError: parameter RANK=0", err), err
+    assert re.search(r"error: notebook 05_lora stopped in cell 2: ConfigError: parameter RANK=0", err), err
 
 
 @pytest.mark.unit
@@ -543,3 +547,19 @@ def test_failed_merge_leaves_the_model_as_it_was(method, unload, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, logits, atol=1e-5, rtol=0)
     merge(model)  # and a retry works
+
+
+@pytest.mark.unit
+def test_user_errors_show_as_one_line_in_jupyter():
+    # IPython calls _render_traceback_ instead of printing the traceback: a notebook reader sees one line
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from peftbook.notebooks import check_choice
+
+    shell = InteractiveShell.instance()
+    result = shell.run_cell("from peftbook.notebooks import check_choice\ncheck_choice('TASK', 'sentiment9', ('sentiment',))")
+    assert isinstance(result.error_in_exec, ConfigError)
+    assert result.error_in_exec._render_traceback_() == [
+        "ConfigError: parameter TASK='sentiment9' is not allowed; allowed: 'sentiment'"]
+    with pytest.raises(ValueError):  # still a ValueError for code that catches those
+        check_choice("TASK", "x", ("y",))

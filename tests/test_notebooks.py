@@ -129,7 +129,7 @@ def test_bad_parameter_stops_in_checking_cell(tmp_path):
     from peftbook.errors import ConfigError
 
     name = next((n for n in PRESENT if n not in ("00_memory", "A_tiny_world")), PRESENT[0])
-    with pytest.raises(ConfigError, match=r"stopped in cell 4: ValueError: parameter MODEL='\./no/such/model'"):
+    with pytest.raises(ConfigError, match=r"stopped in cell 4: ConfigError: parameter MODEL='\./no/such/model'"):
         run_notebooks([name], out_dir=tmp_path, smoke=True, parameters={"MODEL": "./no/such/model"},
                       progress=False)
 

@@ -1,8 +1,7 @@
 """``python -m peftbook eval``: score a base model, or a base model plus a saved adapter, on a task split."""
 from __future__ import annotations
 
-from peftbook.errors import strict_json
-
+from peftbook.errors import ConfigError, strict_json
 
 
 def add_parser(subparsers) -> None:
@@ -30,6 +29,10 @@ def run(args) -> int:
     from peftbook.tasks import check_split, load_task
 
     check_split(args.split)  # bad input fails before the model loads
+    if args.max_examples is not None and args.max_examples < 1:
+        raise ConfigError(f"--max-examples {args.max_examples} is not allowed; use an integer >= 1 (leave it out for all)")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} is not allowed; use an integer >= 1")
     if args.adapter is not None and not (Path(args.adapter) / "peftbook_adapter.json").exists():
         raise FileNotFoundError(f"{args.adapter} holds no peftbook_adapter.json: not an adapter saved by train")
     task = load_task(args.task)
