@@ -172,6 +172,26 @@ def sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def signals_held():
+    """While the run's files are written: Ctrl-C and SIGTERM are noted, not acted on, so a second
+    signal cannot stop a save half-way. Yields the list of signal names received meanwhile."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def note(signum, frame):
+        received.append(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr", "grad_norm", "tokens"}
@@ -182,6 +202,7 @@ class TrainResult:
     steps_done: int = 0
     interrupted: bool = False
     interrupted_by: str | None = None                 # "SIGINT" (Ctrl-C) or "SIGTERM"
+    signals_while_saving: list[str] = field(default_factory=list)  # signals that waited for the files
     num_processes: int = 1
     out_dir: str | None = None
 
@@ -502,7 +523,9 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         if tracker is not None:
             stop_measuring()
         if config.out_dir:
-            save_checkpoint(accelerator, model, optimizer, scheduler, result, config)
+            with signals_held() as late:  # a second Ctrl-C / SIGTERM waits for the checkpoint
+                save_checkpoint(accelerator, model, optimizer, scheduler, result, config)
+            result.signals_while_saving += late
     finally:
         interrupts.close()
         measuring.close()
@@ -516,7 +539,9 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     if config.out_dir and accelerator.is_main_process:
         out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        if config.save_adapter and applied_config(model) is not None:
-            save_adapter(model, out / "adapter")
-        write_text_atomic(out / "history.json", strict_json(result.to_dict(), indent=1, default=str))
+        with signals_held() as late:  # the adapter and history are written whole, whatever arrives
+            if config.save_adapter and applied_config(model) is not None:
+                save_adapter(model, out / "adapter")
+            result.signals_while_saving += late  # those that came while the adapter was written
+            write_text_atomic(out / "history.json", strict_json(result.to_dict(), indent=1, default=str))
     return result

@@ -180,3 +180,37 @@ def test_strict_json_writes_null_for_nan_and_infinity():
     text = strict_json({"losses": [1.0, float("nan")], "latency_s": float("inf")})
     assert strict.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name))) == {
         "losses": [1.0, None], "latency_s": None}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("when", ["checkpoint", "adapter"])
+def test_a_second_signal_while_saving_waits_for_the_files(tmp_path, model_dir, task_dir, monkeypatch, when):
+    """Ctrl-C at step 2, then SIGTERM (or Ctrl-C again) while the run is being saved: the save finishes,
+    the signal is recorded, nothing is half-written."""
+    import peftbook
+
+    training = sys.modules["peftbook.train"]  # the module (peftbook.train the attribute is the function)
+
+    model, tokenizer = peftbook.load_model(str(model_dir), device="cpu")
+    peftbook.apply(model, peftbook.LoRAConfig(rank=2))
+    real = {"checkpoint": training.save_checkpoint, "adapter": training.save_adapter}[when]
+    second = {"checkpoint": signal.SIGTERM, "adapter": signal.SIGINT}[when]
+
+    def save_and_get_signalled(*args, **kwargs):
+        os.kill(os.getpid(), second)  # arrives at once, in the middle of the save
+        return real(*args, **kwargs)
+    monkeypatch.setattr(training, {"checkpoint": "save_checkpoint", "adapter": "save_adapter"}[when],
+                        save_and_get_signalled)
+
+    def ctrl_c_at_step_2(step, result):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    config = peftbook.TrainConfig(steps=50, batch_size=4, warmup=1, out_dir=str(tmp_path / "run"), progress=False)
+    result = peftbook.train(model, tokenizer, str(task_dir), config, callbacks=[ctrl_c_at_step_2])
+    assert result.interrupted and result.steps_done == 2
+    assert result.signals_while_saving and set(result.signals_while_saving) == {signal.Signals(second).name}
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["signals_while_saving"] == result.signals_while_saving
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "step-2" / "state.json").exists()
