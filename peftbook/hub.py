@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftbook.errors import ConfigError, FetchError, replace_directory, write_text_atomic
+from peftbook.errors import ConfigError, FetchError, OutputError, replace_directory, write_text_atomic
 from peftbook.progress import quiet_library_bars
 
 CACHE_ENV = "PEFTBOOK_CACHE"
@@ -179,7 +179,7 @@ def load_gguf(gguf_file, dtype=None):
     """``(model, tokenizer)`` from a GGUF file: every weight dequantized, a plain transformers model.
 
     The model is an ordinary one (``save_pretrained`` works, no GGUF quantizer attached), in fp32
-    unless ``dtype`` says otherwise. Raises ``FetchError`` when transformers cannot read the file.
+    unless ``dtype`` (a torch dtype) says otherwise. Raises ``FetchError`` when transformers cannot read the file.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -221,7 +221,7 @@ def convert_gguf(gguf_file, out_dir, *, source: dict | None = None, replace: boo
 
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not replace:
-        raise ConfigError(f"{out_dir} already exists; choose a new folder for the converted model")
+        raise OutputError(f"{out_dir} already exists; choose a new folder for the converted model")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model, tokenizer = load_gguf(gguf_file)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from peftbook import hub
-from peftbook.errors import ConfigError, FetchError
+from peftbook.errors import ConfigError, FetchError, OutputError
 from peftbook.models import load_model
 
 pytestmark = pytest.mark.unit
@@ -203,7 +203,7 @@ def test_convert_gguf_writes_a_folder_that_loads_the_same(gguf_file, tmp_path):
     from_folder, _ = load_model(str(folder))
     from_file, _ = load_model(str(gguf_file))
     assert torch.equal(logits(from_folder), logits(from_file))
-    with pytest.raises(ConfigError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         hub.convert_gguf(gguf_file, folder)
 
 
