@@ -40,6 +40,10 @@ class OutputError(PeftbookError, FileExistsError):
     """An output path that would overwrite something the user has (or is not a folder)."""
 
 
+class FetchError(PeftbookError, FileNotFoundError):
+    """A named model that is not in the cache and cannot be fetched, or a GGUF file that cannot be converted."""
+
+
 def one_line(error: BaseException) -> str:
     """The message of ``error`` on one line."""
     return " ".join(str(error).split()) or type(error).__name__

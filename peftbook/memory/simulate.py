@@ -68,6 +68,8 @@ def resolve_config(model_or_config):
     try:
         if path.is_file() and path.suffix == ".json":
             return AutoConfig.from_pretrained(str(path))
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
         return AutoConfig.from_pretrained(resolve_model_path(name))
     except ValueError as error:  # e.g. a model_type this transformers does not know
         raise ValueError(f"cannot read a model config from {name!r}: {str(error).splitlines()[0]}") from None
