@@ -14,6 +14,7 @@ trained to continue is exactly what it is asked to continue here.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import statistics
 import time
 
@@ -77,7 +78,9 @@ def prefix_key_values(model, prefix: list[int]):
     cache is not a plain ``DynamicCache`` of full-attention layers (then nothing can be shared exactly)."""
     from transformers import DynamicCache
 
-    cache = getattr(model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True), "cache", None)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    cache = getattr(model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True, **keep),
+                    "cache", None)
     if not isinstance(cache, DynamicCache) or any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
         return None
     return [(layer.keys, layer.values) for layer in cache.layers]
@@ -100,6 +103,9 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
     shared = common_prefix_length(prompts) if share_prefix else 0
     pairs = prefix_key_values(model, prompts[0][:shared]) if shared >= SHARED_PREFIX_MIN else None
     shared = shared if pairs is not None else 0
+    # A plain model (share_prefix: nothing prepends virtual tokens) computes the vocabulary's logits
+    # at the last position of each row only, not at all (batch, length) positions
+    keep_last = share_prefix and "logits_to_keep" in inspect.signature(model.forward).parameters
     rows = []
     for start in range(0, len(prompts), batch_size):
         chunk = [ids[shared:] for ids in prompts[start:start + batch_size]]
@@ -112,8 +118,15 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
                                            for k, v in pairs], config=model.config)
             batch["attention_mask"] = torch.cat([torch.ones(rows_in, shared, dtype=torch.long),
                                                  batch["attention_mask"]], dim=1)
-        logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits[:, -length:]
-        last = torch.tensor([len(ids) - 1 for ids in chunk], device=device)
+        ends = [len(ids) - 1 for ids in chunk]
+        if keep_last:
+            kept = sorted(set(ends))  # the positions some row ends at (right padding)
+            extra["logits_to_keep"] = torch.tensor(kept, device=device)
+            last = torch.tensor([kept.index(end) for end in ends], device=device)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits  # (B, len(kept), V)
+        else:
+            last = torch.tensor(ends, device=device)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits[:, -length:]
         logprobs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)  # (B, V)
         rows.append(logprobs[:, token_ids].cpu())
     return torch.cat(rows)

@@ -240,3 +240,15 @@ def test_same_logits_and_gradients_as_hf_peft_on_a_fused_projection(input_ids):
     assert set(ours_grads) == set(theirs_grads) and len(ours_grads) == 4  # A and B on 2 layers
     for name, grad in ours_grads.items():
         torch.testing.assert_close(grad, theirs_grads[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_apply_to_a_model_in_eval_mode_keeps_it_deterministic(input_ids):
+    # new modules (LoRA's dropout) take the model's mode: eval stays eval, so two forwards agree
+    model = make_tiny_model("llama").eval()
+    peftbook.apply(model, LoRAConfig(rank=4, dropout=0.5))
+    randomize_lora(model)
+    assert not any(m.training for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, model(input_ids).logits, atol=0, rtol=0)
+    trained = peftbook.apply(make_tiny_model("llama").train(), LoRAConfig(rank=4, dropout=0.5))
+    assert all(m.training for m in trained.modules())

@@ -185,6 +185,7 @@ def apply(model: nn.Module, config) -> nn.Module:
                          "load a fresh base model to apply another")
     config.validate()
     before = snapshot(model)
+    existing = set(model.modules())
     try:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
@@ -193,6 +194,9 @@ def apply(model: nn.Module, config) -> nn.Module:
     except BaseException:
         restore(before)
         raise
+    for module in model.modules():  # the method's new modules (LoRA's dropout...) follow the model's mode:
+        if module not in existing:  # a model in eval mode stays deterministic after apply / load_adapter
+            module.train(model.training)
     return model
 
 
