@@ -146,3 +146,22 @@ def test_llama_adapter_matches_hf_peft(real_dir, batch):
     for mine, peft_module in zip(wrappers(ours), peft_modules):
         torch.testing.assert_close(mine.adaption_prompt.grad, peft_module.adaption_prompt.grad[0], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(mine.adaption_gate.grad, peft_module.adaption_gate.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_benchmark_notebook_runs_on_the_real_model(real_dir, tmp_path):
+    """Notebook 07 with MODEL="smollm2-135m" and its smoke parameters (about 4.5 min on 2 cores):
+    every cell runs on the real model, the metrics are complete and a reader meets nothing broken."""
+    import json
+
+    from test_notebooks import check_metrics
+
+    from peftbook.notebook_checks import reader_problems
+    from peftbook.notebooks import run_notebooks
+
+    summary = run_notebooks(["07_benchmark"], out_dir=tmp_path, smoke=True, parameters={"MODEL": MODEL},
+                            progress=False)
+    metrics = summary["07_benchmark"]["metrics"]
+    check_metrics("07_benchmark", metrics)
+    assert metrics["model"] == MODEL and {r["method"] for r in metrics["headline"]["rows"]} >= {"few_shot", "lora"}
+    executed = json.loads((tmp_path / "07_benchmark.ipynb").read_text())
+    assert reader_problems(executed, allowed_paths=(str(tmp_path.resolve()), str(tmp_path))) == []
