@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftbook.errors import ConfigError, FetchError, OutputError, replace_directory, write_text_atomic
-from peftbook.progress import quiet_library_bars
+from peftbook.progress import progress_mode, quiet_library_bars
 
 CACHE_ENV = "PEFTBOOK_CACHE"
 SOURCE_FILE = "peftbook-source.json"  # written last into a converted folder: where it came from
@@ -85,14 +86,14 @@ def fetch_model(name: str, *, force: bool = False, log=None) -> Path:
     Args:
         name: a key of ``NAMED_MODELS``.
         force: convert again even when the cache has the model.
-        log: called with one line per step (default: print to stderr).
+        log: called with one line per step (default ``fetch_log``).
     """
     if name not in NAMED_MODELS:
         raise ConfigError(f"unknown named model {name!r}; known: {', '.join(NAMED_MODELS)}")
     entry, final = NAMED_MODELS[name], named_model_dir(name)
     if (final / "config.json").exists() and not force:
         return final
-    log = log or (lambda line: print(line, file=sys.stderr))
+    log = log or fetch_log
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(final)
     download = final.with_name(f".{name}.download-{os.getpid()}")
@@ -120,6 +121,12 @@ def fetch_model(name: str, *, force: bool = False, log=None) -> Path:
     return final
 
 
+def fetch_log(line: str) -> None:
+    """A fetch step on stderr, beside progress bars; on stdout under the notebook runner
+    (``PEFTBOOK_PROGRESS=final``), where routine progress is part of the recorded output."""
+    print(line, file=sys.stdout if progress_mode() == "final" else sys.stderr, flush=True)
+
+
 def pip_download(requirement: str, dest: Path) -> Path:
     """Download the wheel of ``requirement`` (no dependencies) with this Python's pip; its path.
 
@@ -127,8 +134,9 @@ def pip_download(requirement: str, dest: Path) -> Path:
     """
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--no-input",
                "--disable-pip-version-check", "--progress-bar", "off", "-d", str(dest), requirement]
-    done = subprocess.run(command, capture_output=True, text=True)
-    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)  # pip colours errors even into a pipe
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
     if done.returncode != 0:
         raise RuntimeError(lines[-1] if lines else f"pip exited with status {done.returncode}")
     wheels = sorted(dest.glob("*.whl"))

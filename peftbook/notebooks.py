@@ -30,7 +30,7 @@ NOTEBOOKS = (
 # Quick values for tests and `--smoke`: every notebook still runs every cell.
 SMOKE_PARAMETERS: dict[str, dict] = {
     "00_memory": {"SIZES": ["1B"], "SEQ_LENS": [512]},
-    "01_few_shot": {"SHOTS": [0, 2], "DRAWS": 2, "EVAL_EXAMPLES": 24},
+    "01_few_shot": {"SHOTS": [0, 2], "DRAWS": 2, "EVAL_EXAMPLES": 24, "COMPARE_EXAMPLES": 8},
     "02_prompt_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "03_prefix_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "04_llama_adapter": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
