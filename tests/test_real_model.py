@@ -90,7 +90,7 @@ def test_lora_matches_hf_peft_and_merges_exactly(real_dir, batch):
         torch.testing.assert_close(ours(input_ids=batch).logits, unmerged, atol=1e-4, rtol=1e-4)
 
 
-def test_prompt_tuning_matches_hf_peft(real_dir, batch):
+def _prompt_tuning_pair(real_dir):
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
     ours, _ = fresh(real_dir)
@@ -99,30 +99,29 @@ def test_prompt_tuning_matches_hf_peft(real_dir, batch):
     prompt = theirs.prompt_encoder.default.embedding.weight
     with torch.no_grad():
         prompt.copy_(ours.prompt_embeddings)
-    mask = torch.ones_like(batch)
-    ours_out = ours(input_ids=batch, attention_mask=mask, labels=batch)
-    theirs_out = theirs(input_ids=batch, attention_mask=mask, labels=batch)
-    torch.testing.assert_close(ours_out.logits, theirs_out.logits, atol=1e-4, rtol=1e-4)
-    ours_out.loss.backward()
-    theirs_out.loss.backward()
-    _gradients_match([ours.prompt_embeddings], [prompt])
+    return ours, theirs, [ours.prompt_embeddings], [prompt]
 
 
-def test_prefix_tuning_matches_hf_peft(real_dir, batch):
+def _prefix_tuning_pair(real_dir):
     from peft import PrefixTuningConfig, TaskType, get_peft_model
 
     ours, _ = fresh(real_dir)
     torch.manual_seed(0)
     peftbook.apply(ours, peftbook.PrefixTuningConfig(num_virtual_tokens=5))
     theirs = get_peft_model(fresh(real_dir)[0], PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=5))
-    reference = copy_into_peft(ours, theirs, prefix_projection=False)
+    return ours, theirs, list(ours.prefix_encoder.parameters()), copy_into_peft(ours, theirs, prefix_projection=False)
+
+
+@pytest.mark.parametrize("pair", [_prompt_tuning_pair, _prefix_tuning_pair], ids=["prompt_tuning", "prefix_tuning"])
+def test_virtual_tokens_match_hf_peft(real_dir, batch, pair):
+    ours, theirs, ours_parameters, theirs_parameters = pair(real_dir)
     mask = torch.ones_like(batch)
     ours_out = ours(input_ids=batch, attention_mask=mask, labels=batch)
     theirs_out = theirs(input_ids=batch, attention_mask=mask, labels=batch)
     torch.testing.assert_close(ours_out.logits, theirs_out.logits, atol=1e-4, rtol=1e-4)
     ours_out.loss.backward()
     theirs_out.loss.backward()
-    _gradients_match(list(ours.prefix_encoder.parameters()), reference)
+    _gradients_match(ours_parameters, theirs_parameters)
 
 
 def test_llama_adapter_matches_hf_peft(real_dir, batch):
