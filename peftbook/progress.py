@@ -20,6 +20,8 @@ import sys
 
 from tqdm.std import tqdm
 
+from peftbook.errors import ConfigError
+
 MODES = ("live", "final", "off")
 ENV = "PEFTBOOK_PROGRESS"
 
@@ -28,7 +30,6 @@ def progress_mode() -> str:
     """The mode ``PEFTBOOK_PROGRESS`` asks for (``live`` when unset); an unknown value raises naming the allowed ones."""
     mode = os.environ.get(ENV, "live").strip().lower() or "live"
     if mode not in MODES:
-        from peftbook.errors import ConfigError
         raise ConfigError(f"{ENV}={mode!r} is not allowed; allowed: {', '.join(MODES)}")
     return mode
 
@@ -56,9 +57,8 @@ class _FinalLine(tqdm):
     """Draws into a sink while the loop runs; prints its final state once, on stdout, when closed."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.pop("file", None)
-        kwargs.pop("dynamic_ncols", None)
-        kwargs.pop("ascii", None)
+        for drawing in ("file", "dynamic_ncols", "ascii", "mininterval"):  # how it draws is this class's choice
+            kwargs.pop(drawing, None)
         super().__init__(*args, file=io.StringIO(), mininterval=3600, ascii=False, **kwargs)
 
     def close(self):

@@ -104,7 +104,7 @@ def test_final_progress_prints_one_finished_line(monkeypatch, capsys):
     bar.set_postfix(loss="0.0123")
     bar.close()
     bar.close()  # a second close prints nothing more
-    for _ in progress_bar(range(3), desc="loop"):
+    for _ in progress_bar(range(3), desc="loop", mininterval=5, dynamic_ncols=True):  # as tiny.pretrain asks
         pass
     out, err = capsys.readouterr()
     lines = out.splitlines()
