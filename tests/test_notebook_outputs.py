@@ -127,3 +127,15 @@ def test_unknown_progress_mode_names_the_allowed_ones(monkeypatch):
     monkeypatch.setenv("PEFTBOOK_PROGRESS", "loud")
     with pytest.raises(ConfigError, match="PEFTBOOK_PROGRESS='loud' is not allowed; allowed: live, final, off"):
         progress_bar(total=1)
+
+
+def test_transformers_direct_bars_are_routed_through_ours_and_put_back():
+    import importlib
+
+    from peftbook.progress import DIRECT_TQDM_MODULES, library_bars_as_ours
+
+    modules = [importlib.import_module(name) for name in DIRECT_TQDM_MODULES]
+    originals = [module.tqdm for module in modules]
+    with library_bars_as_ours():
+        assert all(module.tqdm is progress_bar for module in modules)
+    assert [module.tqdm for module in modules] == originals
