@@ -73,12 +73,17 @@ def common_prefix_length(prompts: list[list[int]]) -> int:
     return max(length, 0)
 
 
+def keeps_logits(model) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (compute the vocabulary's logits at some positions only)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def prefix_key_values(model, prefix: list[int]):
     """Per layer ``(keys, values)`` of one forward over ``prefix`` (batch 1), or None when the model's
     cache is not a plain ``DynamicCache`` of full-attention layers (then nothing can be shared exactly)."""
     from transformers import DynamicCache
 
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keep = {"logits_to_keep": 1} if keeps_logits(model) else {}
     cache = getattr(model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True, **keep),
                     "cache", None)
     if not isinstance(cache, DynamicCache) or any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
@@ -105,7 +110,7 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
     shared = shared if pairs is not None else 0
     # A plain model (share_prefix: nothing prepends virtual tokens) computes the vocabulary's logits
     # at the last position of each row only, not at all (batch, length) positions
-    keep_last = share_prefix and "logits_to_keep" in inspect.signature(model.forward).parameters
+    keep_last = share_prefix and keeps_logits(model)
     rows = []
     for start in range(0, len(prompts), batch_size):
         chunk = [ids[shared:] for ids in prompts[start:start + batch_size]]
@@ -119,14 +124,13 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
             batch["attention_mask"] = torch.cat([torch.ones(rows_in, shared, dtype=torch.long),
                                                  batch["attention_mask"]], dim=1)
         ends = [len(ids) - 1 for ids in chunk]
-        if keep_last:
-            kept = sorted(set(ends))  # the positions some row ends at (right padding)
+        if keep_last:  # logits (B, len(kept), V) at the positions some row ends at (right padding)
+            kept = sorted(set(ends))
             extra["logits_to_keep"] = torch.tensor(kept, device=device)
-            last = torch.tensor([kept.index(end) for end in ends], device=device)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits  # (B, len(kept), V)
-        else:
-            last = torch.tensor(ends, device=device)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits[:, -length:]
+            ends = [kept.index(end) for end in ends]
+        logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits
+        logits = logits if keep_last else logits[:, -length:]  # virtual tokens prepended: the last `length` are ours
+        last = torch.tensor(ends, device=device)
         logprobs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)  # (B, V)
         rows.append(logprobs[:, token_ids].cpu())
     return torch.cat(rows)

@@ -173,23 +173,21 @@ def require_key_value_cache(model: nn.Module, method: str, every_layer: bool) ->
 def linears_used_directly(model: nn.Module, names: list[str]) -> list[str]:
     """Those of ``names`` that a forward of two tokens, in eval and in train mode, does not call: the model
     reads their ``weight`` itself (mamba's training path), so no wrapper or 4-bit layer can stand in for them."""
-    called: dict[nn.Module, int] = {}
-    hooks = [model.get_submodule(name).register_forward_hook(lambda module, *_: called.update({module: called.get(
-        module, 0) + 1})) for name in names]
+    called_per_mode: list[set[nn.Module]] = []  # the modules each forward called
+    hooks = [model.get_submodule(name).register_forward_hook(lambda module, *_: called_per_mode[-1].add(module))
+             for name in names]
     was_training = model.training
     ids = torch.ones(1, 2, dtype=torch.long, device=model.get_input_embeddings().weight.device)
     try:
         for mode in (False, True):  # the training path only runs with gradients on (mamba)
-            called_before = dict(called)
+            called_per_mode.append(set())
             with torch.set_grad_enabled(mode):
                 model.train(mode)(input_ids=ids, labels=ids)  # as a training step calls it
-            for module in list(called):
-                if called[module] == called_before.get(module, 0):
-                    called.pop(module)
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+    called = set.intersection(*called_per_mode)
     return [name for name in names if model.get_submodule(name) not in called]
 
 

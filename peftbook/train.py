@@ -156,20 +156,26 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_interrupts():
-    """While training, SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread."""
+def signal_handlers(handler, signums):
+    """``handler`` for the signals ``signums`` inside the block, the previous handlers after it (main thread
+    only: elsewhere Python cannot set handlers, and the block runs with them as they are)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def sigterm_interrupts():
+    """While training, SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread."""
+    def interrupt(signum, frame):
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    return signal_handlers(interrupt, (signal.SIGTERM,))
 
 
 @contextlib.contextmanager
@@ -177,19 +183,9 @@ def signals_held():
     """While the run's files are written: Ctrl-C and SIGTERM are noted, not acted on, so a second
     signal cannot stop a save half-way. Yields the list of signal names received meanwhile."""
     received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
+    with signal_handlers(lambda signum, frame: received.append(signal.Signals(signum).name),
+                         (signal.SIGINT, signal.SIGTERM)):
         yield received
-        return
-
-    def note(signum, frame):
-        received.append(signal.Signals(signum).name)
-
-    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass

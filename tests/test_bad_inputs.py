@@ -146,8 +146,6 @@ CLI_CASES = [
     (["eval", "--model", "{model}", "--task", "{task}", "--split", "dev"], "'dev'"),
     (["eval", "--model", "{model}", "--task", "{task}", "--max-examples", "0"], "--max-examples 0 is not allowed"),
     (["eval", "--model", "{model}", "--task", "{task}", "--batch-size", "-2"], "--batch-size -2 is not allowed"),
-    (["fewshot", "--model", "{model}", "--task", "{task}", "--examples", "-1"], "--examples -1 is not allowed"),
-    (["fewshot", "--model", "{model}", "--task", "{task}", "--draws", "0"], "--draws 0 is not allowed"),
     (["eval", "--model", "{model}", "--task", "nosuchtask"], "'nosuchtask'"),
     (["eval", "--model", "{model}", "--task", "{tmp}/ints"], "label 1 is a int"),
     (["eval", "--model", "{model}", "--task", "{tmp}/latin1"], "not UTF-8"),
@@ -156,6 +154,8 @@ CLI_CASES = [
     (["fewshot", "--model", "{model}", "--task", "nosuchtask"], "'nosuchtask'"),
     (["fewshot", "--model", "{model}", "--task", "{task}", "--selection", "best"], "invalid choice: 'best'"),
     (["fewshot", "--model", "{model}", "--task", "{task}", "--shots", "two"], "invalid int value: 'two'"),
+    (["fewshot", "--model", "{model}", "--task", "{task}", "--examples", "-1"], "--examples -1 is not allowed"),
+    (["fewshot", "--model", "{model}", "--task", "{task}", "--draws", "0"], "--draws 0 is not allowed"),
     # bench
     (["bench", "--methods", "dora", "--out", "{tmp}/b"], "dora"),
     (["bench", "--steps", "0", "--out", "{tmp}/b"], "steps must be >= 1, got 0"),

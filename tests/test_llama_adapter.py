@@ -233,16 +233,22 @@ def test_matches_hf_peft_adaption_prompt(peft_model_type, input_ids):
                     c_proj.bias.zero_()
     theirs = peft.get_peft_model(base, peft.AdaptionPromptConfig(
         adapter_len=ADAPTER_LEN, adapter_layers=ADAPTER_LAYERS, task_type="CAUSAL_LM"))
+    assert_matches_peft_adaption_prompt(ours, theirs, input_ids, ADAPTER_LAYERS)
+
+
+def assert_matches_peft_adaption_prompt(ours, theirs, input_ids, layers: int, logits_tolerance: float = 1e-5):
+    """Open our gates, give HF PEFT's adaption prompts and gates the same values, then compare the
+    logits and the gradients of every prompt and gate (ours: ``gate="scalar"``, PEFT's kind)."""
     open_gates(ours)
     peft_modules = [m for m in theirs.modules() if hasattr(m, "adaption_gate") and not isinstance(m, AdaptedAttention)]
-    assert len(peft_modules) == ADAPTER_LAYERS
+    assert len(peft_modules) == layers
     with torch.no_grad():
         for mine, peft_module in zip(wrappers(ours), peft_modules):
             peft_module.adaption_prompt.copy_(mine.adaption_prompt[None])  # PEFT's is (1, P, hidden)
             peft_module.adaption_gate.copy_(mine.adaption_gate)
 
-    our_logits, peft_logits = ours(input_ids).logits, theirs(input_ids=input_ids).logits
-    torch.testing.assert_close(our_logits, peft_logits, atol=1e-5, rtol=1e-5)
+    our_logits, peft_logits = ours(input_ids=input_ids).logits, theirs(input_ids=input_ids).logits
+    torch.testing.assert_close(our_logits, peft_logits, atol=logits_tolerance, rtol=logits_tolerance)
     next_token_loss(our_logits, input_ids).backward()
     next_token_loss(peft_logits, input_ids).backward()
     for mine, peft_module in zip(wrappers(ours), peft_modules):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_llama_adapter import next_token_loss, open_gates, wrappers
+from test_llama_adapter import assert_matches_peft_adaption_prompt
 from test_prefix_tuning import copy_into_peft
 
 import peftbook
@@ -131,36 +131,4 @@ def test_llama_adapter_matches_hf_peft(real_dir, batch):
     peftbook.apply(ours, peftbook.LlamaAdapterConfig(adapter_len=4, adapter_layers=3, gate="scalar"))
     theirs = get_peft_model(fresh(real_dir)[0], AdaptionPromptConfig(adapter_len=4, adapter_layers=3,
                                                                      task_type="CAUSAL_LM"))
-    open_gates(ours)
-    peft_modules = [m for m in theirs.modules() if hasattr(m, "adaption_gate") and m not in wrappers(ours)]
-    assert len(peft_modules) == 3
-    with torch.no_grad():
-        for mine, peft_module in zip(wrappers(ours), peft_modules):
-            peft_module.adaption_prompt.copy_(mine.adaption_prompt[None])  # PEFT's is (1, P, hidden)
-            peft_module.adaption_gate.copy_(mine.adaption_gate)
-    ours_logits, theirs_logits = ours(input_ids=batch).logits, theirs(input_ids=batch).logits
-    torch.testing.assert_close(ours_logits, theirs_logits, atol=1e-4, rtol=1e-4)
-    next_token_loss(ours_logits, batch).backward()
-    next_token_loss(theirs_logits, batch).backward()
-    for mine, peft_module in zip(wrappers(ours), peft_modules):
-        torch.testing.assert_close(mine.adaption_prompt.grad, peft_module.adaption_prompt.grad[0], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(mine.adaption_gate.grad, peft_module.adaption_gate.grad, atol=1e-5, rtol=1e-4)
-
-
-def test_benchmark_notebook_runs_on_the_real_model(real_dir, tmp_path):
-    """Notebook 07 with MODEL="smollm2-135m" and its smoke parameters (about 4.5 min on 2 cores):
-    every cell runs on the real model, the metrics are complete and a reader meets nothing broken."""
-    import json
-
-    from test_notebooks import check_metrics
-
-    from peftbook.notebook_checks import reader_problems
-    from peftbook.notebooks import run_notebooks
-
-    summary = run_notebooks(["07_benchmark"], out_dir=tmp_path, smoke=True, parameters={"MODEL": MODEL},
-                            progress=False)
-    metrics = summary["07_benchmark"]["metrics"]
-    check_metrics("07_benchmark", metrics)
-    assert metrics["model"] == MODEL and {r["method"] for r in metrics["headline"]["rows"]} >= {"few_shot", "lora"}
-    executed = json.loads((tmp_path / "07_benchmark.ipynb").read_text())
-    assert reader_problems(executed, allowed_paths=(str(tmp_path.resolve()), str(tmp_path))) == []
+    assert_matches_peft_adaption_prompt(ours, theirs, batch, 3, logits_tolerance=1e-4)

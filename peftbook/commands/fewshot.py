@@ -8,7 +8,6 @@ from __future__ import annotations
 from peftbook.errors import strict_json
 
 
-
 def add_parser(subparsers) -> None:
     from peftbook.methods.few_shot import SELECTIONS
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from peftbook.errors import strict_json
 
 
-
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("info", help="versions, device, bitsandbytes backend, methods, architectures")
     parser.add_argument("--json", action="store_true", help="print one JSON document")

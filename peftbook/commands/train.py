@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from peftbook.errors import strict_json
 from peftbook.methods import TRAINABLE_METHODS
 
