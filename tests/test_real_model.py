@@ -132,3 +132,22 @@ def test_llama_adapter_matches_hf_peft(real_dir, batch):
     theirs = get_peft_model(fresh(real_dir)[0], AdaptionPromptConfig(adapter_len=4, adapter_layers=3,
                                                                      task_type="CAUSAL_LM"))
     assert_matches_peft_adaption_prompt(ours, theirs, batch, 3, logits_tolerance=1e-4)
+
+
+def test_benchmark_notebook_runs_on_the_real_model(real_dir, tmp_path):
+    """Notebook 07 with MODEL="smollm2-135m" and its smoke parameters (about 4.5 min on 2 cores):
+    every cell runs on the real model, the metrics are complete and a reader meets nothing broken."""
+    import json
+
+    from test_notebooks import check_metrics
+
+    from peftbook.notebook_checks import reader_problems
+    from peftbook.notebooks import run_notebooks
+
+    summary = run_notebooks(["07_benchmark"], out_dir=tmp_path, smoke=True, parameters={"MODEL": MODEL},
+                            progress=False)
+    metrics = summary["07_benchmark"]["metrics"]
+    check_metrics("07_benchmark", metrics)
+    assert metrics["model"] == MODEL and {r["method"] for r in metrics["headline"]["rows"]} >= {"few_shot", "lora"}
+    executed = json.loads((tmp_path / "07_benchmark.ipynb").read_text())
+    assert reader_problems(executed, allowed_paths=(str(tmp_path.resolve()), str(tmp_path))) == []
