@@ -157,15 +157,35 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def model_dims(config) -> dict:
-    """Layers, heads, kv-heads, head size and hidden size of a causal LM config, whatever its naming."""
+    """Layers, heads, kv-heads, head size and hidden size of a causal LM config, whatever its naming.
+
+    A size transformers marks as varying from layer to layer (gemma4's ``head_dim``) is None here.
+    """
     text = getattr(config, "text_config", None) or config
-    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
-    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer")
-    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head", None)  # None: no attention
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or (hidden // heads if heads else None)
+    hidden = config_value(text, "hidden_size") or config_value(text, "n_embd")
+    layers = config_value(text, "num_hidden_layers") or config_value(text, "n_layer")
+    heads = config_value(text, "num_attention_heads") or config_value(text, "n_head")  # None: no attention
+    kv_heads = config_value(text, "num_key_value_heads") or heads
+    per_layer = varies_by_layer(text, "head_dim")
+    head_dim = None if per_layer else config_value(text, "head_dim") or (hidden // heads if heads else None)
     return {"hidden_size": hidden, "num_layers": layers, "num_heads": heads,
             "num_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": text.vocab_size}
+
+
+def config_value(config, name: str):
+    """``config.name``; None when it is missing or varies from layer to layer (no one global value)."""
+    return None if varies_by_layer(config, name) else getattr(config, name, None)
+
+
+def varies_by_layer(config, name: str) -> bool:
+    """Whether transformers refuses a global ``config.name`` because each layer has its own (gemma4)."""
+    try:
+        getattr(config, name, None)
+    except Exception as error:  # noqa: BLE001 - transformers' AmbiguousGlobalPerLayerAttributeError
+        if type(error).__name__ == "AmbiguousGlobalPerLayerAttributeError":
+            return True
+        raise
+    return False
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -114,8 +114,16 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 
 
 def is_linear(module: nn.Module) -> bool:
-    """A linear layer a method may wrap: ``nn.Linear`` (bitsandbytes' 4-bit one included) or gpt2's Conv1D."""
-    return isinstance(module, (nn.Linear, Conv1D))
+    """A linear layer a method may wrap: ``nn.Linear`` (bitsandbytes' 4-bit one included) or gpt2's Conv1D.
+
+    An ``nn.Linear`` subclass with a forward of its own is not ``x @ W.T + b`` and is left alone: llama4's
+    router returns (scores, logits), deepseek_v4's grouped output projection reshapes its input.
+    """
+    if isinstance(module, Conv1D):
+        return True
+    if not isinstance(module, nn.Linear):
+        return False
+    return type(module).forward is nn.Linear.forward or type(module).__module__.startswith("bitsandbytes.")
 
 
 def matches_suffix(name: str, target: str) -> bool:
@@ -170,6 +178,27 @@ def require_key_value_cache(model: nn.Module, method: str, every_layer: bool) ->
                          f"({', '.join(others)}), not keys and values")
 
 
+def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int, int]]:
+    """Per decoder layer, ``(key heads, key size, value heads, value size)`` of what its attention writes to
+    the KV cache, read from a one-token forward rather than from the config, whose names and meanings vary:
+    multi-query falcon keeps one head, mimo's values are narrower than its keys, gemma4's head size changes
+    from layer to layer. Refuses a model that leaves the cache it is given empty (openai-gpt ignores it)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    ids = torch.ones(1, 1, dtype=torch.long, device=model.get_input_embeddings().weight.device)
+    with torch.no_grad():
+        model(input_ids=ids, cache=cache, use_cache=True)
+    layout = []
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or keys.dim() != 4 or keys.shape[-2] == 0:
+            raise ValueError(f"{method} cannot be applied to {model.config.model_type}: its attention does not "
+                             "write keys and values to the KV cache it is given")
+        layout.append((keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]))
+    return layout
+
+
 def linears_used_directly(model: nn.Module, names: list[str]) -> list[str]:
     """Those of ``names`` that a forward of two tokens, in eval and in train mode, does not call: the model
     reads their ``weight`` itself (mamba's training path), so no wrapper or 4-bit layer can stand in for them."""
@@ -216,14 +245,33 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+ROTARY_STYLES = ("halves", "halves_short", "halves_backwards", "pairs", "pairs_from_half")
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ..) -> (-x1, x0, -x3, x2, ..): rotary embeddings over neighbouring channels."""
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, style: str = "halves") -> torch.Tensor:
     """Rotary position embedding (Su et al. 2021, arXiv 2104.09864) of ``x`` (B, heads, T, head_dim).
 
     ``cos``/``sin`` are what a decoder layer receives as ``position_embeddings``: (B, T, rot). Where
     ``rot`` < head_dim (partial rotary), only the first ``rot`` channels turn, as those models do.
+    ``style``, the channels that turn together, as the models write it: ``"halves"`` (channel i with
+    i + rot/2: llama), ``"halves_short"`` (the same with cos/sin given once for both halves: gpt_oss),
+    ``"halves_backwards"`` (the halves turned the other way: nanochat), ``"pairs"`` (neighbouring
+    channels, cos/sin given per channel: cohere, helium), ``"pairs_from_half"`` (neighbouring channels,
+    each frequency taken from the first half of cos/sin: glm).
     """
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, rot)
+    if style == "halves_short":
+        cos, sin = torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)
+    if style == "pairs_from_half":
+        half = cos.shape[-1] // 2
+        cos, sin = cos[..., :half].repeat_interleave(2, dim=-1), sin[..., :half].repeat_interleave(2, dim=-1)
     rot = cos.shape[-1]
     turned, kept = x[..., :rot], x[..., rot:]
-    turned = turned * cos + rotate_half(turned) * sin
+    rotation = rotate_pairs if style in ("pairs", "pairs_from_half") else rotate_half
+    turned = turned * cos + rotation(turned) * (-sin if style == "halves_backwards" else sin)
     return torch.cat([turned, kept], dim=-1) if kept.shape[-1] else turned

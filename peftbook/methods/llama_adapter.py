@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peftbook.models import decoder_layers, get_architecture, model_dims
-from peftbook.surgery import apply_rotary, copy_state_checked
+from peftbook.surgery import ROTARY_STYLES, apply_rotary, copy_state_checked
 
 GATES = ("per_head_tanh", "scalar")
 PARAMETER_NAMES = ("adaption_prompt", "adaption_gate")
@@ -82,6 +82,7 @@ class AdaptedAttention(nn.Module):
         self.num_heads, self.num_kv_heads = dims["num_heads"], dims["num_kv_heads"]
         self.head_dim = dims["head_dim"]
         self.gate_kind = config.gate
+        self.rotary_style = "halves"  # which channels turn together; check_queries reads it off the model
         weight = next(p for p in attention.parameters())
         dtype = weight.dtype if weight.is_floating_point() else torch.float32  # a 4-bit base computes in fp32
         self.adaption_prompt = nn.Parameter(  # (P, hidden): fed to the frozen k/v projections like a token
@@ -104,9 +105,7 @@ class AdaptedAttention(nn.Module):
     def adapter_attention(self, hidden_states, position_embeddings):
         """tanh(g) * softmax(q K_P^T * scale) V_P for every query position: (B, T, heads * head_dim)."""
         batch, length, _ = hidden_states.shape
-        query = self._heads(self._query(hidden_states), "q", self.num_heads).transpose(1, 2)  # (B, nh, T, hd)
-        if position_embeddings is not None:  # rotary models rotate their queries; gpt2 has absolute positions
-            query = apply_rotary(query, *position_embeddings)  # (B, nh, T, hd), as the layer's own queries
+        query = self.query(hidden_states, position_embeddings)  # (B, nh, T, hd)
 
         _, key, value = self._project(self.adaption_prompt)  # (P, kv * hd) each; no RoPE on the prompt
         key = self._heads(key, "k", self.num_kv_heads).transpose(0, 1)  # (kv, P, hd)
@@ -127,6 +126,13 @@ class AdaptedAttention(nn.Module):
         # activation memory against HF PEFT when the output was gated, equal once the weights are
         output = (gate.view(1, -1, 1, 1) * weights) @ value  # (B, nh, T, hd)
         return output.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+
+    def query(self, hidden_states, position_embeddings):
+        """The layer's queries (B, nh, T, hd) as its attention uses them: projected, normed, rotated."""
+        query = self._heads(self._query(hidden_states), "q", self.num_heads).transpose(1, 2)  # (B, nh, T, hd)
+        if position_embeddings is not None:  # rotary models rotate their queries; gpt2 has absolute positions
+            query = apply_rotary(query, *position_embeddings, style=self.rotary_style)  # as the layer's own
+        return query
 
     def _query(self, x):
         """Queries only: a fused projection must run whole, a separate q_proj runs alone."""
@@ -176,7 +182,9 @@ def norm_of(attention: nn.Module, which: str, heads: int, head_dim: int) -> tupl
     if isinstance(getattr(norm, "norms", None), nn.ModuleList) and len(norm.norms) == heads:
         return name, "heads_first"  # one norm per head over (B, heads, T, hd): stablelm
     weight = getattr(norm, "weight", None)
-    shape = tuple(weight.shape) if weight is not None else None
+    if weight is None:  # a norm without a weight (nanochat, dory): per head, as check_queries then confirms
+        return name, "head"
+    shape = tuple(weight.shape)
     if shape in ((head_dim,), (heads, head_dim)):
         return name, "head"
     if shape == (heads * head_dim,):
@@ -223,13 +231,114 @@ def inject(model: nn.Module, config: LlamaAdapterConfig) -> None:
         raise ValueError(f"adapter_layers={config.adapter_layers} is more than this model's {len(layers)} layers; "
                          f"allowed: 1..{len(layers)}")
     first = len(layers) - config.adapter_layers
+    adapted = {}  # layer index -> its wrapper, installed once every layer passed the checks
     for index, layer in enumerate(layers[first:], start=first):
-        check_attention(model, index, getattr(layer, architecture.attention, None), architecture, dims)
-    for layer in layers[first:]:
-        attention = getattr(layer, architecture.attention)
+        attention = getattr(layer, architecture.attention, None)
         if isinstance(attention, AdaptedAttention):
             raise ValueError("this model's attention is already wrapped by LLaMA-Adapter; load a fresh base model")
-        setattr(layer, architecture.attention, AdaptedAttention(attention, architecture, dims, config))
+        layer_dims = {**dims, "head_dim": dims["head_dim"] or getattr(attention, "head_dim", None)}  # gemma4: per layer
+        check_attention(model, index, attention, architecture, layer_dims)
+        adapted[index] = AdaptedAttention(attention, architecture, layer_dims, config)
+    check_queries(model, adapted)
+    for index, wrapper in adapted.items():
+        setattr(layers[index], architecture.attention, wrapper)
+
+
+def check_queries(model: nn.Module, adapted: dict[int, AdaptedAttention]) -> None:
+    """Refuse a layer whose own queries the adapter does not reproduce: it recomputes them from the layer's
+    projections, norms and the ``(cos, sin)`` the layer receives, the llama way. Models that rotate channel
+    pairs (gptj, cohere, glm), rotate inside their attention (codegen) or order their fused projection
+    otherwise would get wrong queries without a word; so a three-token forward records, per layer, the
+    queries the attention hands to its attention function and compares them with the adapter's."""
+    inputs, queries = attention_calls(model, {id(w.attention): index for index, w in adapted.items()})
+    name = model.config.model_type
+    for index, wrapper in adapted.items():
+        where = f"LLaMA-Adapter cannot adapt {name}: layer {index}"
+        hidden, positions = inputs[index]
+        if index not in queries:  # its own attention code (bloom, xglm): only sizes can be checked
+            if positions is None:
+                continue  # no rotary to get wrong: the queries are the projection's, whose layout is checked
+            raise ValueError(f"{where}: its attention does not go through transformers' attention functions, "
+                             "so the adapter cannot check that it rotates the layer's queries the same way")
+        pair = positions is None or (isinstance(positions, (tuple, list)) and len(positions) == 2 and all(
+            isinstance(t, torch.Tensor) and not t.is_complex() for t in positions))
+        if not pair:
+            raise ValueError(f"{where}: its position_embeddings are not a (cos, sin) pair "
+                             f"({type(positions).__name__}), so the adapter cannot rotate its queries")
+        theirs, their_keys, their_values, scaling = queries[index]
+        ours_scale = getattr(wrapper.attention, "scaling", wrapper.head_dim ** -0.5)
+        theirs = theirs.float() * (wrapper.head_dim ** -0.5 if scaling is None else scaling)  # opt scales q itself
+        for style in ROTARY_STYLES if positions is not None else ("halves",):
+            wrapper.rotary_style = style
+            try:
+                with torch.no_grad():
+                    ours = wrapper.query(hidden, positions).float() * ours_scale
+            except RuntimeError:  # the style does not fit the shapes of cos/sin
+                continue
+            if ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-5, rtol=1e-3):
+                break
+        else:
+            raise ValueError(f"{where}: the queries the adapter recomputes differ from the layer's own (a rotary "
+                             "or projection layout it does not know), so its attention cannot be expressed")
+        with torch.no_grad():  # the prompt's keys and values come from the same projections and key norm
+            _, keys, values = wrapper._project(hidden)
+            keys = wrapper._heads(keys, "k", wrapper.num_kv_heads).transpose(1, 2)  # (B, kv, T, hd)
+            if positions is not None:  # rotated here only to compare with the layer's keys; the prompt is not
+                keys = apply_rotary(keys, *positions, style=wrapper.rotary_style)
+            values = values.view(*values.shape[:-1], wrapper.num_kv_heads, -1).transpose(1, 2)
+        if keys.shape != their_keys.shape or values.shape != their_values.shape or not (
+                torch.allclose(keys.float(), their_keys.float(), atol=1e-5, rtol=1e-3)
+                and torch.allclose(values.float(), their_values.float(), atol=1e-5, rtol=1e-3)):
+            raise ValueError(f"{where}: the keys or values the adapter computes differ from the layer's own (a "
+                             "projection layout or key/value norm it does not know), so its attention cannot be "
+                             "expressed")
+
+
+def attention_calls(model: nn.Module, watched: dict[int, int]) -> tuple[dict, dict]:
+    """Run three tokens through ``model``; per watched attention module (``id -> layer index``) return the
+    ``(hidden_states, position_embeddings)`` it received and the queries it passed to its attention function."""
+    import sys
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    inputs, queries = {}, {}
+    modules = [module for module in model.modules() if id(module) in watched]
+
+    def record_inputs(module, args, kwargs):
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        inputs[watched[id(module)]] = (hidden, kwargs.get("position_embeddings"))
+
+    def recording(function):
+        def attend(module, query, *args, **kwargs):
+            if id(module) in watched:
+                queries[watched[id(module)]] = (query, args[0], args[1], kwargs.get("scaling"))  # q, k, v
+            return function(module, query, *args, **kwargs)
+        return attend
+
+    restore = []  # (mapping or module, name, old value or a marker)
+    for module in modules:
+        implementation = getattr(getattr(module, "config", None), "_attn_implementation", None) or "eager"
+        if implementation in ALL_ATTENTION_FUNCTIONS and not any(r[1] == implementation for r in restore):
+            restore.append((ALL_ATTENTION_FUNCTIONS, implementation, ALL_ATTENTION_FUNCTIONS[implementation]))
+            ALL_ATTENTION_FUNCTIONS[implementation] = recording(ALL_ATTENTION_FUNCTIONS[implementation])
+        home = sys.modules[type(module).__module__]
+        if hasattr(home, "eager_attention_forward") and not any(r[0] is home for r in restore):
+            restore.append((home, "eager_attention_forward", home.eager_attention_forward))
+            home.eager_attention_forward = recording(home.eager_attention_forward)
+    hooks = [module.register_forward_pre_hook(record_inputs, with_kwargs=True) for module in modules]
+    ids = torch.arange(1, 4, device=model.get_input_embeddings().weight.device)[None]  # (1, 3)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for owner, key, old in reversed(restore):
+            if owner is ALL_ATTENTION_FUNCTIONS:
+                owner[key] = old
+            else:
+                setattr(owner, key, old)
+    return inputs, queries
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from transformers import DynamicCache
 
 from peftbook.models import model_dims
 from peftbook.surgery import (add_forward_pre_hook, applied_config, copy_state_checked, extend_attention_mask,
-                              forward_kwargs, require_key_value_cache, set_applied_config)
+                              forward_kwargs, key_value_layout, require_key_value_cache, set_applied_config)
 
 
 @dataclass
@@ -56,15 +56,21 @@ class PrefixTuningConfig:
 
 
 class PrefixEncoder(nn.Module):
-    """Produces the flat prefix ``(n, layers * 2 * kv_dim)``: a plain parameter, or ``MLP(P')``."""
+    """Produces the flat prefix ``(n, sum over layers of key + value widths)``: a plain parameter, or ``MLP(P')``.
 
-    def __init__(self, num_virtual_tokens: int, num_layers: int, kv_dim: int, projection_hidden_size: int | None,
-                 device=None):
+    ``layout``: per layer ``(key heads, key size, value heads, value size)`` (``surgery.key_value_layout``);
+    for a uniform model the width is ``layers * 2 * kv_heads * head_dim``, HF PEFT's.
+    """
+
+    def __init__(self, num_virtual_tokens: int, layout: list[tuple[int, int, int, int]],
+                 projection_hidden_size: int | None, device=None):
         super().__init__()
-        width = num_layers * 2 * kv_dim
+        self.layout = [tuple(layer) for layer in layout]
+        width = sum(kh * kd + vh * vd for kh, kd, vh, vd in self.layout)
+        kv_dim = self.layout[0][0] * self.layout[0][1]  # P's width: the first layer's keys (HF PEFT's token_dim)
         # drawn on the CPU generator and then placed, so a seed gives the same prefix on every device
         if projection_hidden_size is None:
-            self.prefix = nn.Parameter(torch.randn(num_virtual_tokens, width).to(device))  # (n, L*2*kv_dim)
+            self.prefix = nn.Parameter(torch.randn(num_virtual_tokens, width).to(device))  # (n, width)
         else:
             self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, kv_dim).to(device))  # P': (n, kv_dim)
             self.mlp = nn.Sequential(nn.Linear(kv_dim, projection_hidden_size), nn.Tanh(),
@@ -80,20 +86,22 @@ def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     _refuse_gradient_checkpointing(model)
     require_key_value_cache(model, "prefix tuning", every_layer=True)  # the prefix is keys and values
     hidden = config.projection_hidden_size if config.prefix_projection else None
-    model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden,
+    layout = key_value_layout(model, "prefix tuning")  # what each layer's attention writes to the cache
+    model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, layout, hidden,
                                          device=model.get_input_embeddings().weight.device)
     add_forward_pre_hook(model, _insert_prefix)
 
 
 def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer, the (keys, values) prefix, each of shape (B, kv_heads, n, head_dim)."""
-    dims = model_dims(model.config)
-    flat = model.prefix_encoder().to(model.get_input_embeddings().weight.dtype)  # (n, L*2*kv_dim)
-    n, num_layers = flat.shape[0], dims["num_layers"]
-    kv = flat.view(n, num_layers * 2, dims["num_kv_heads"], dims["head_dim"])  # (n, L*2, kv_heads, hd)
-    kv = kv.permute(1, 2, 0, 3)  # (L*2, kv_heads, n, hd): keys of layer l at 2l, values at 2l+1
-    kv = kv.unsqueeze(1).expand(-1, batch_size, -1, -1, -1)  # (L*2, B, kv_heads, n, hd)
-    return [(kv[2 * layer], kv[2 * layer + 1]) for layer in range(num_layers)]
+    """Per layer, the (keys, values) prefix, each of shape (B, heads, n, size) as that layer's cache holds them."""
+    flat = model.prefix_encoder().to(model.get_input_embeddings().weight.dtype)  # (n, width)
+    n, start, pairs = flat.shape[0], 0, []
+    for kh, kd, vh, vd in model.prefix_encoder.layout:  # per layer: its keys, then its values
+        keys = flat[:, start:start + kh * kd].view(n, kh, kd)
+        values = flat[:, start + kh * kd:start + kh * kd + vh * vd].view(n, vh, vd)
+        start += kh * kd + vh * vd
+        pairs.append(tuple(t.permute(1, 0, 2).unsqueeze(0).expand(batch_size, -1, -1, -1) for t in (keys, values)))
+    return pairs
 
 
 def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
@@ -131,8 +139,7 @@ def fold(model: nn.Module) -> nn.Module:
     encoder = model.prefix_encoder
     if not hasattr(encoder, "mlp"):
         return model
-    folded = PrefixEncoder(encoder.embedding.shape[0], *_layers_and_kv_dim(model.config), None,
-                           device=encoder.embedding.device)
+    folded = PrefixEncoder(encoder.embedding.shape[0], encoder.layout, None, device=encoder.embedding.device)
     with torch.no_grad():
         folded.prefix.copy_(encoder())
     model.prefix_encoder = folded
@@ -165,13 +172,13 @@ def num_trainable(model_config, config: PrefixTuningConfig) -> int:
 
 
 def peft_adapter_config(model: nn.Module, config: PrefixTuningConfig) -> dict:
-    dims = model_dims(model.config)
-    kv_dim = dims["num_kv_heads"] * dims["head_dim"]
+    heads, size = model.prefix_encoder.layout[0][:2]  # HF PEFT assumes every layer like the first
+    kv_dim = heads * size
     return {
         "peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "inference_mode": True,
         "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None,
-        "num_virtual_tokens": config.num_virtual_tokens, "num_layers": dims["num_layers"],
-        "token_dim": kv_dim, "num_attention_heads": dims["num_kv_heads"], "encoder_hidden_size": kv_dim,
+        "num_virtual_tokens": config.num_virtual_tokens, "num_layers": len(model.prefix_encoder.layout),
+        "token_dim": kv_dim, "num_attention_heads": heads, "encoder_hidden_size": kv_dim,
         "num_transformer_submodules": 1,
         "prefix_projection": False,  # what we save is the folded prefix, whatever the training used
     }
