@@ -39,8 +39,31 @@ SIZES = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_l
              n_inner=128, n_positions=256, d_model=64, ffn_dim=128, num_layers=2, num_heads=4,
              moe_intermediate_size=32, num_experts=4, num_local_experts=4, n_routed_experts=4,
              num_experts_per_tok=2, shared_expert_intermediate_size=32, rotary_dim=8,
+             # latent attention (deepseek), its sparse indexer, linear attention, mamba mixers, per-layer inputs
+             q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+             index_head_dim=16, index_n_heads=2, linear_num_key_heads=2, linear_num_value_heads=2,
+             linear_key_head_dim=16, linear_value_head_dim=16, linear_head_dim=16, linear_num_heads=2,
+             mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8, n_groups=1, dff=128, dim_ff=128,
+             hidden_size_per_layer_input=8, vocab_size_per_layer_input=128,
              pad_token_id=0, bos_token_id=1, eos_token_id=2)
-MAX_PARAMETERS = 2_000_000  # a config that stays bigger than this did not shrink: not "tiny"
+# Where a config's own checks or layer pattern need more than the sizes above: 2 layers with one of each
+# kind a hybrid has (its attention layer included), heads that match its other sizes.
+OVERRIDES = {
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    "mamba2": {"num_heads": 8},
+    "zaya": {"num_experts_per_tok": 1},
+    "dots3_note_text": {"num_key_value_heads": 4},
+    "bamba": {"attn_layer_indices": [1]},
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    "lfm3": {"layer_types": ["conv", "full_attention"]},
+    "bailing_hybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "qwen3_next": {"layer_types": ["linear_attention", "full_attention"]},
+    "qwen3_5_text": {"layer_types": ["linear_attention", "full_attention"]},
+    **{name: {"head_dim": 8} for name in ("glm4_moe_lite", "longcat_flash")},  # rotary over qk_rope_head_dim
+}
+MAX_PARAMETERS = 3_000_000  # a config that stays bigger than this did not shrink: not "tiny"
 # Small method settings: 2 layers, few virtual tokens, a low rank (speed, not quality)
 SMALL = {"prompt_tuning": {"num_virtual_tokens": 4, "init": "random"}, "prefix_tuning": {"num_virtual_tokens": 4},
          "llama_adapter": {"adapter_len": 4, "adapter_layers": 2}, "lora": {"rank": 4, "dropout": 0.0},
@@ -66,7 +89,7 @@ def tiny_config(model_type: str):
     known = (set(inspect.signature(cls.__init__).parameters) | set(getattr(cls, "attribute_map", {}))
              | set(getattr(cls, "__dataclass_fields__", {})))
     try:
-        config = cls(**{key: value for key, value in SIZES.items() if key in known})
+        config = cls(**{**{key: value for key, value in SIZES.items() if key in known}, **OVERRIDES.get(model_type, {})})
     except Exception as error:  # noqa: BLE001 - any failure means "not buildable this way"
         raise NotBuildable(f"its config rejects tiny sizes ({type(error).__name__})") from None
     nested = sorted(name for name in getattr(cls, "sub_configs", {}) if name != "text_config" or len(cls.sub_configs) > 1)
@@ -124,8 +147,8 @@ def check_causal(model) -> None:
             later = model(input_ids=changed).logits
     except Exception as error:  # noqa: BLE001
         raise NotBuildable(f"a forward on input_ids alone fails ({type(error).__name__}: {str(error)[:80]})") from None
-    if not torch.allclose(logits[:, :-1], later[:, :-1]):
-        raise NotBuildable("not causal: an encoder (bidirectional attention), not a decoder-only model")
+    if not torch.allclose(logits[:, :-1], later[:, :-1], atol=1e-5):  # chunked kernels reorder sums
+        raise NotBuildable("not causal: position t sees later tokens (an encoder's bidirectional attention)")
 
 
 def buildable_types(types=None) -> dict[str, str | None]:
@@ -171,11 +194,11 @@ def check(model_type: str, method: str) -> str:
     with torch.no_grad():
         for p in trained:  # move off the zero init, so that save/load and the cache see the method at work
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
-    sequences, cached = generated(model, ids, mask)
-    with torch.no_grad():  # each step's logits recomputed from scratch, without any cache
-        full = model(input_ids=sequences[:, :-1], attention_mask=torch.ones_like(sequences[:, :-1]),
-                     use_cache=False).logits[:, -cached.shape[1]:]
-    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+    cached, full = cache_check(model, ids, mask)
+    if base_cache_exact(model_type):
+        torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+    else:  # the base's own cached generate differs from a recompute (dory, rwkv): it runs, finite
+        assert torch.isfinite(cached).all(), "generate with the KV cache gave non-finite logits"
     with tempfile.TemporaryDirectory() as directory, torch.no_grad():
         save_adapter(model, directory)
         loaded = load_adapter(tiny_model(model_type), directory).eval()
@@ -197,6 +220,32 @@ def unadapted_logits(model, ids, method: str, base):
     finally:
         for module in modules:
             module.merged = False
+
+
+def cache_check(model, ids, mask):
+    """Logits of ``generate`` with the KV cache, and the same steps recomputed from scratch without one."""
+    sequences, cached = generated(model, ids, mask)
+    with torch.no_grad():
+        full = model(input_ids=sequences[:, :-1], attention_mask=torch.ones_like(sequences[:, :-1]),
+                     use_cache=False).logits[:, -cached.shape[1]:]
+    return cached, full
+
+
+BASE_CACHE_DIFFERS: dict[str, float] = {}  # model type -> how far its own cached logits are from a recompute
+BASE_CACHE_EXACT: set[str] = set()
+
+
+def base_cache_exact(model_type: str) -> bool:
+    """Whether the unadapted model's cached ``generate`` matches a recompute (else the method cannot be asked to)."""
+    if model_type not in BASE_CACHE_EXACT and model_type not in BASE_CACHE_DIFFERS:
+        torch.manual_seed(1)
+        ids = torch.randint(3, 128, (2, 6))
+        cached, full = cache_check(tiny_model(model_type), ids, torch.ones_like(ids))
+        if torch.allclose(cached, full, atol=1e-4, rtol=1e-4):
+            BASE_CACHE_EXACT.add(model_type)
+        else:
+            BASE_CACHE_DIFFERS[model_type] = float((cached - full).abs().max())
+    return model_type in BASE_CACHE_EXACT
 
 
 def generated(model, ids, mask):

@@ -187,8 +187,12 @@ def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int,
 
     cache = DynamicCache(config=model.config)
     ids = torch.ones(1, 1, dtype=torch.long, device=model.get_input_embeddings().weight.device)
-    with torch.no_grad():
-        model(input_ids=ids, cache=cache, use_cache=True)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, cache=cache, use_cache=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means: no usable KV cache
+        raise ValueError(f"{method} cannot be applied to {model.config.model_type}: a forward with a KV cache "
+                         f"fails ({type(error).__name__}: {str(error)[:80]})") from None
     layout = []
     for layer in cache.layers:
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)

@@ -90,6 +90,14 @@ def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, layout, hidden,
                                          device=model.get_input_embeddings().weight.device)
     add_forward_pre_hook(model, _insert_prefix)
+    set_applied_config(model, config)  # the hook reads it; apply() sets it again, or undoes all if this raises
+    ids = torch.ones(1, 2, dtype=torch.long, device=model.get_input_embeddings().weight.device)
+    try:  # a model whose attention takes its cache its own way (dory's looped layers) fails here, not later
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"prefix tuning cannot be applied to {model.config.model_type}: a forward with the prefix "
+                         f"in its cache fails ({type(error).__name__}: {str(error).splitlines()[0][:80]})") from None
 
 
 def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

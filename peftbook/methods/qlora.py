@@ -178,6 +178,9 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
 
 def inject(model: nn.Module, config: QLoRAConfig) -> None:
     targets = lora.resolve_targets(model, config)  # a target that matches nothing raises before any layer is quantized
+    if getattr(model.config, "rescale_every", 0):  # rwkv divides its weights in place when it switches modes
+        raise ValueError(f"QLoRA cannot be applied to {model.config.model_type}: it rescales its layers' weights in "
+                         f"place (rescale_every={model.config.rescale_every}), which 4-bit weights cannot take")
     if model.config.model_type not in ARCHITECTURES:  # the table's families are known to call every linear
         unused = linears_used_directly(model, quantizable_linears(model))
         if unused:
