@@ -89,7 +89,10 @@ def tiny_config(model_type: str):
     known = (set(inspect.signature(cls.__init__).parameters) | set(getattr(cls, "attribute_map", {}))
              | set(getattr(cls, "__dataclass_fields__", {})))
     try:
-        config = cls(**{**{key: value for key, value in SIZES.items() if key in known}, **OVERRIDES.get(model_type, {})})
+        sizes = {key: value for key, value in SIZES.items() if key in known}
+        if "kv_lora_rank" in known:  # latent attention expands its keys/values to every query head
+            sizes["num_key_value_heads"] = SIZES["num_attention_heads"]
+        config = cls(**{**sizes, **OVERRIDES.get(model_type, {})})
     except Exception as error:  # noqa: BLE001 - any failure means "not buildable this way"
         raise NotBuildable(f"its config rejects tiny sizes ({type(error).__name__})") from None
     nested = sorted(name for name in getattr(cls, "sub_configs", {}) if name != "text_config" or len(cls.sub_configs) > 1)

@@ -80,6 +80,14 @@ def add_forward_pre_hook(model: nn.Module, hook) -> None:
     handles.append(handle)
 
 
+def add_forward_hook(model: nn.Module, hook) -> None:
+    """``model.register_forward_hook(hook, with_kwargs=True)``, its handle kept like ``add_forward_pre_hook``'s."""
+    handle = model.register_forward_hook(hook, with_kwargs=True)
+    if getattr(model, HOOKS_ATTRIBUTE, None) is None:
+        setattr(model, HOOKS_ATTRIBUTE, [])
+    getattr(model, HOOKS_ATTRIBUTE).append(handle)
+
+
 def remove_hooks(model: nn.Module) -> None:
     """Take off every hook ``add_forward_pre_hook`` put on ``model``."""
     for handle in getattr(model, HOOKS_ATTRIBUTE, None) or []:
@@ -116,14 +124,41 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 def is_linear(module: nn.Module) -> bool:
     """A linear layer a method may wrap: ``nn.Linear`` (bitsandbytes' 4-bit one included) or gpt2's Conv1D.
 
-    An ``nn.Linear`` subclass with a forward of its own is not ``x @ W.T + b`` and is left alone: llama4's
-    router returns (scores, logits), deepseek_v4's grouped output projection reshapes its input.
+    An ``nn.Linear`` subclass with a forward of its own counts only if it still computes ``x @ W.T + b``
+    (falcon's FalconLinear does; llama4's router returns (scores, logits) and deepseek_v4's grouped output
+    projection reshapes its input, so they are left alone): tried once on two random rows.
     """
     if isinstance(module, Conv1D):
         return True
     if not isinstance(module, nn.Linear):
         return False
-    return type(module).forward is nn.Linear.forward or type(module).__module__.startswith("bitsandbytes.")
+    if type(module).forward is nn.Linear.forward or type(module).__module__.startswith("bitsandbytes."):
+        return True
+    if not hasattr(module, LINEAR_CHECKED):
+        setattr(module, LINEAR_CHECKED, computes_linear(module))
+    return getattr(module, LINEAR_CHECKED)
+
+
+LINEAR_CHECKED = "peftbook_computes_linear"  # is_linear's answer for an nn.Linear subclass, kept on the module
+
+
+def computes_linear(module: nn.Linear) -> bool:
+    """Whether ``module(x)`` is ``x @ W.T + b`` on two random rows (on fake or meta weights: its shape)."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    weight = module.weight
+    x = torch.randn(2, module.in_features, dtype=weight.dtype, device=weight.device)
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception:  # noqa: BLE001 - a forward that wants more than one tensor is not a plain linear
+        return False
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, module.out_features):
+        return False
+    if weight.device.type == "meta" or is_fake(weight):
+        return True
+    with torch.no_grad():
+        return torch.allclose(out, nn.functional.linear(x, weight, module.bias), atol=1e-4, rtol=1e-3)
 
 
 def matches_suffix(name: str, target: str) -> bool:
@@ -178,11 +213,13 @@ def require_key_value_cache(model: nn.Module, method: str, every_layer: bool) ->
                          f"({', '.join(others)}), not keys and values")
 
 
-def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int, int]]:
+def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int, int] | None]:
     """Per decoder layer, ``(key heads, key size, value heads, value size)`` of what its attention writes to
-    the KV cache, read from a one-token forward rather than from the config, whose names and meanings vary:
-    multi-query falcon keeps one head, mimo's values are narrower than its keys, gemma4's head size changes
-    from layer to layer. Refuses a model that leaves the cache it is given empty (openai-gpt ignores it)."""
+    the KV cache (None for a layer that keeps a recurrent state instead), read from a one-token forward
+    rather than from the config, whose names and meanings vary: multi-query falcon keeps one head, mimo's
+    values are narrower than its keys, gemma4's head size changes from layer to layer, deepseek's latent
+    attention caches its compressed latents. Refuses a model that leaves the cache it is given empty
+    (openai-gpt ignores it)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
@@ -196,10 +233,11 @@ def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int,
     layout = []
     for layer in cache.layers:
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if not isinstance(keys, torch.Tensor) or keys.dim() != 4 or keys.shape[-2] == 0:
-            raise ValueError(f"{method} cannot be applied to {model.config.model_type}: its attention does not "
-                             "write keys and values to the KV cache it is given")
-        layout.append((keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]))
+        filled = isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.shape[-2] > 0
+        layout.append((keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]) if filled else None)
+    if not any(layout):
+        raise ValueError(f"{method} cannot be applied to {model.config.model_type}: its attention does not "
+                         "write keys and values to the KV cache it is given")
     return layout
 
 

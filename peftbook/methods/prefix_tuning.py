@@ -58,16 +58,18 @@ class PrefixTuningConfig:
 class PrefixEncoder(nn.Module):
     """Produces the flat prefix ``(n, sum over layers of key + value widths)``: a plain parameter, or ``MLP(P')``.
 
-    ``layout``: per layer ``(key heads, key size, value heads, value size)`` (``surgery.key_value_layout``);
-    for a uniform model the width is ``layers * 2 * kv_heads * head_dim``, HF PEFT's.
+    ``layout``: per layer ``(key heads, key size, value heads, value size)`` (``surgery.key_value_layout``),
+    None for a hybrid's recurrent layers (they get no prefix); for a uniform model the width is
+    ``layers * 2 * kv_heads * head_dim``, HF PEFT's.
     """
 
     def __init__(self, num_virtual_tokens: int, layout: list[tuple[int, int, int, int]],
                  projection_hidden_size: int | None, device=None):
         super().__init__()
-        self.layout = [tuple(layer) for layer in layout]
-        width = sum(kh * kd + vh * vd for kh, kd, vh, vd in self.layout)
-        kv_dim = self.layout[0][0] * self.layout[0][1]  # P's width: the first layer's keys (HF PEFT's token_dim)
+        self.layout = [None if layer is None else tuple(layer) for layer in layout]
+        attention = [layer for layer in self.layout if layer is not None]
+        width = sum(kh * kd + vh * vd for kh, kd, vh, vd in attention)
+        kv_dim = attention[0][0] * attention[0][1]  # P's width: the first layer's keys (HF PEFT's token_dim)
         # drawn on the CPU generator and then placed, so a seed gives the same prefix on every device
         if projection_hidden_size is None:
             self.prefix = nn.Parameter(torch.randn(num_virtual_tokens, width).to(device))  # (n, width)
@@ -84,7 +86,7 @@ class PrefixEncoder(nn.Module):
 
 def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     _refuse_gradient_checkpointing(model)
-    require_key_value_cache(model, "prefix tuning", every_layer=True)  # the prefix is keys and values
+    require_key_value_cache(model, "prefix tuning", every_layer=False)  # the prefix is keys and values
     hidden = config.projection_hidden_size if config.prefix_projection else None
     layout = key_value_layout(model, "prefix tuning")  # what each layer's attention writes to the cache
     model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, layout, hidden,
@@ -98,13 +100,42 @@ def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     except Exception as error:  # noqa: BLE001
         raise ValueError(f"prefix tuning cannot be applied to {model.config.model_type}: a forward with the prefix "
                          f"in its cache fails ({type(error).__name__}: {str(error).splitlines()[0][:80]})") from None
+    if None in layout and not decoding_agrees(model):
+        raise ValueError(f"prefix tuning cannot be applied to {model.config.model_type}: with the prefix in its "
+                         "attention layers only, its recurrent layers decode differently from a full forward")
+
+
+def decoding_agrees(model: nn.Module) -> bool:
+    """Whether decoding a third token from the KV cache of two gives the logits of a full three-token forward
+    (a hybrid's recurrent layers must take the prefix's longer mask the same way in both). On fake or meta
+    weights (the memory simulator) there are no values to compare: True."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    weight = model.get_input_embeddings().weight
+    if weight.device.type == "meta" or is_fake(weight):
+        return True
+    ids = torch.tensor([[3, 4, 5]], device=weight.device)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1]
+        first = model(input_ids=ids[:, :2], attention_mask=torch.ones_like(ids[:, :2]), use_cache=True)
+        cache = getattr(first, "past_key_values", None) or getattr(first, "cache", None)
+        if cache is None:  # it keeps its state to itself (recurrent_gemma): nothing to decode from
+            return False
+        step = model(input_ids=ids[:, 2:], attention_mask=torch.ones_like(ids), cache=cache,
+                     use_cache=True).logits[:, -1]
+    return torch.allclose(full, step, atol=1e-4, rtol=1e-3)
 
 
 def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer, the (keys, values) prefix, each of shape (B, heads, n, size) as that layer's cache holds them."""
+    """Per layer, the (keys, values) prefix, each of shape (B, heads, n, size) as that layer's cache holds
+    them; None for a recurrent layer."""
     flat = model.prefix_encoder().to(model.get_input_embeddings().weight.dtype)  # (n, width)
     n, start, pairs = flat.shape[0], 0, []
-    for kh, kd, vh, vd in model.prefix_encoder.layout:  # per layer: its keys, then its values
+    for layer in model.prefix_encoder.layout:  # per attention layer: its keys, then its values
+        if layer is None:
+            pairs.append(None)
+            continue
+        kh, kd, vh, vd = layer
         keys = flat[:, start:start + kh * kd].view(n, kh, kd)
         values = flat[:, start + kh * kd:start + kh * kd + vh * vd].view(n, vh, vd)
         start += kh * kd + vh * vd
@@ -121,13 +152,14 @@ def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
     n = applied_config(model).num_virtual_tokens
     if cache is None:
-        cache = DynamicCache(prefix_key_values(model, inputs.shape[0]), config=model.config)
-    elif cache.get_seq_length() == 0:  # the empty cache generate() made: the prefill step
+        cache = DynamicCache(config=model.config)
+    if cache.get_seq_length() == 0:  # a new cache, or the empty one generate() made: the prefill step
         if not isinstance(cache, DynamicCache):
             raise ValueError(f"prefix tuning needs a DynamicCache, got {type(cache).__name__}; "
                              "use generate() without cache_implementation")
-        for layer, (keys, values) in enumerate(prefix_key_values(model, inputs.shape[0])):
-            cache.update(keys, values, layer)
+        for layer, pair in enumerate(prefix_key_values(model, inputs.shape[0])):
+            if pair is not None:
+                cache.update(*pair, layer)
     kwargs["cache"] = cache
     kwargs["attention_mask"] = extend_attention_mask(kwargs.get("attention_mask"), n)
     if kwargs.get("position_ids") is not None:  # generate() counts from 0; the prefix holds 0..n-1
@@ -180,7 +212,7 @@ def num_trainable(model_config, config: PrefixTuningConfig) -> int:
 
 
 def peft_adapter_config(model: nn.Module, config: PrefixTuningConfig) -> dict:
-    heads, size = model.prefix_encoder.layout[0][:2]  # HF PEFT assumes every layer like the first
+    heads, size = next(layer for layer in model.prefix_encoder.layout if layer)[:2]  # HF PEFT: all like the first
     kv_dim = heads * size
     return {
         "peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "inference_mode": True,

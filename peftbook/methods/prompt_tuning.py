@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from peftbook.models import model_dims
-from peftbook.surgery import (add_forward_pre_hook, copy_state_checked, extend_attention_mask, forward_kwargs,
-                              require_key_value_cache)
+from peftbook.surgery import (add_forward_hook, add_forward_pre_hook, copy_state_checked, extend_attention_mask,
+                              forward_kwargs)
 
 INIT_CHOICES = ("random", "vocab", "text")
 _PEFT_INIT_NAMES = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
@@ -62,11 +62,41 @@ class PromptTuningConfig:
 
 
 def inject(model: nn.Module, config: PromptTuningConfig) -> None:
-    # a decoding step is told from the first one by the cache's length, which only key/value layers know
-    require_key_value_cache(model, "prompt tuning", every_layer=False)
     prompt = initial_prompt(model, config)  # (n, hidden), fp32, on the embedding's device
     model.register_parameter("prompt_embeddings", nn.Parameter(prompt))
     add_forward_pre_hook(model, _prepend_virtual_tokens)
+    add_forward_hook(model, _mark_returned_cache)
+    ids = torch.ones(1, 2, dtype=torch.long, device=prompt.device)
+    try:  # the prompt goes in as embeddings: a model that needs token ids in its layers fails here, not later
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except Exception as error:  # noqa: BLE001 - apply() undoes the injection
+        raise ValueError(f"prompt tuning cannot be applied to {model.config.model_type}: a forward from input "
+                         f"embeddings fails ({type(error).__name__}: {str(error).splitlines()[0][:80]})") from None
+
+
+def _mark_returned_cache(model: nn.Module, args, kwargs, output):
+    """A cache the model made itself during a call with the prompt holds the prompt: mark it too."""
+    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    if cache is not None:
+        setattr(cache, PROMPTED, True)
+
+
+PROMPTED = "peftbook_prompted"  # set on a cache that a call with the prompt has filled
+
+
+def _is_decoding_step(cache) -> bool:
+    """Whether the cache already holds the prompt: a call with the prompt filled it (marked), or, for a
+    cache filled elsewhere, its key/value layers hold tokens. A recurrent state (mamba) has no length to
+    ask, hence the mark."""
+    if cache is None:
+        return False
+    if getattr(cache, PROMPTED, False):
+        return True
+    try:
+        return cache.get_seq_length() > 0
+    except ValueError:  # transformers: only attention layers have a length
+        return False
 
 
 def initial_prompt(model: nn.Module, config: PromptTuningConfig) -> torch.Tensor:
@@ -107,7 +137,7 @@ def _prepend_virtual_tokens(model: nn.Module, args: tuple, kwargs: dict):
     n = prompt.shape[0]
     mask, positions = kwargs.get("attention_mask"), kwargs.get("position_ids")
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    if cache is not None and cache.get_seq_length() > 0:
+    if _is_decoding_step(cache):
         # A decoding step: the prompt's keys/values are already cached; only the bookkeeping shifts.
         kwargs["attention_mask"] = extend_attention_mask(mask, n)
         kwargs["position_ids"] = None if positions is None else positions + n
@@ -118,6 +148,8 @@ def _prepend_virtual_tokens(model: nn.Module, args: tuple, kwargs: dict):
     batch = embeds.shape[0]
     kwargs["input_ids"] = None
     prompts = prompt.to(embeds.dtype).expand(batch, -1, -1)  # (B, n, hidden)
+    if cache is not None:
+        setattr(cache, PROMPTED, True)  # the prompt goes into it now
     kwargs["inputs_embeds"] = torch.cat([prompts, embeds], dim=1)  # (B, n+T, hidden)
     kwargs["attention_mask"] = extend_attention_mask(mask, n)
     kwargs["position_ids"] = _positions_after_prompt(positions, kwargs["attention_mask"], n, batch, embeds.device)
