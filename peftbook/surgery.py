@@ -209,8 +209,8 @@ def require_key_value_cache(model: nn.Module, method: str, every_layer: bool) ->
     if not (all(attention) if every_layer else any(attention)):
         others = sorted({kind for kind, ok in zip(kinds, attention) if not ok})
         raise ValueError(f"{method} cannot be applied to {model.config.model_type}: "
-                         f"{'some' if any(attention) else 'all'} of its layers keep a recurrent state "
-                         f"({', '.join(others)}), not keys and values")
+                         f"{'some' if any(attention) else 'all'} of its layers keep a recurrent state or an "
+                         f"indexed cache ({', '.join(others)}), not plain keys and values")
 
 
 def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int, int] | None]:

@@ -87,6 +87,41 @@ def test_architectures_outside_the_table_keep_the_base_outputs_at_step_0(model_t
         assert not torch.allclose(model(input_ids).logits, base, atol=1e-4)
 
 
+@pytest.mark.parametrize("model_type, style", [("llama", "halves"), ("cohere", "pairs"), ("glm", "pairs_from_half"),
+                                               ("gpt_oss", "halves_short"), ("nanochat", "halves_backwards")])
+def test_the_rotary_style_is_read_off_the_model(model_type, style):
+    """Each model rotates its own channel pairs; the adapter's queries must be the layer's own queries."""
+    from peftbook.coverage import tiny_model
+
+    model = tiny_model(model_type)
+    methods.apply(model, LlamaAdapterConfig(adapter_layers=2, adapter_len=4))
+    assert {wrapper.rotary_style for wrapper in wrappers(model)} == {style}
+
+
+def test_queries_it_cannot_reproduce_are_refused_at_apply(monkeypatch):
+    """The check can fail: with only the llama rotation to try, cohere's neighbouring-pair rotary is refused."""
+    from peftbook.coverage import tiny_model
+    from peftbook.methods import llama_adapter
+
+    model = tiny_model("cohere")
+    monkeypatch.setattr(llama_adapter, "ROTARY_STYLES", ("halves",))
+    with pytest.raises(ValueError, match="cannot adapt cohere: layer 0: the queries the adapter recomputes differ"):
+        methods.apply(model, LlamaAdapterConfig(adapter_layers=2, adapter_len=4))
+    assert not wrappers(model)
+
+
+@pytest.mark.parametrize("model_type, reason", [
+    ("gptj", "the queries the adapter recomputes differ"),  # rotates inside its attention
+    ("diffllama", "the keys or values the adapter computes differ"),  # differential attention
+    ("llama4_text", r"not a \(cos, sin\) pair"),  # complex rotary
+])
+def test_attention_it_cannot_express_is_refused_with_the_reason(model_type, reason):
+    from peftbook.coverage import tiny_model
+
+    with pytest.raises(ValueError, match=reason):
+        methods.apply(tiny_model(model_type), LlamaAdapterConfig(adapter_layers=2, adapter_len=4))
+
+
 def test_applying_twice_raises():
     model = adapted("llama")
     with pytest.raises(ValueError, match="already applied"):

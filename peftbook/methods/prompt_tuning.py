@@ -86,17 +86,15 @@ PROMPTED = "peftbook_prompted"  # set on a cache that a call with the prompt has
 
 
 def _is_decoding_step(cache) -> bool:
-    """Whether the cache already holds the prompt: a call with the prompt filled it (marked), or, for a
-    cache filled elsewhere, its key/value layers hold tokens. A recurrent state (mamba) has no length to
-    ask, hence the mark."""
+    """Whether the cache already holds the prompt: its key/value layers hold tokens, or, for a cache of
+    recurrent states only (mamba), which has no length to ask, a call with the prompt has filled it (the
+    mark). A model that ignores its cache (openai-gpt) leaves the length at 0: every call is a prefill."""
     if cache is None:
         return False
-    if getattr(cache, PROMPTED, False):
-        return True
     try:
         return cache.get_seq_length() > 0
     except ValueError:  # transformers: only attention layers have a length
-        return False
+        return getattr(cache, PROMPTED, False)
 
 
 def initial_prompt(model: nn.Module, config: PromptTuningConfig) -> torch.Tensor:
