@@ -156,6 +156,8 @@ CLI_CASES = [
     (["fewshot", "--model", "{model}", "--task", "{task}", "--shots", "two"], "invalid int value: 'two'"),
     (["fewshot", "--model", "{model}", "--task", "{task}", "--examples", "-1"], "--examples -1 is not allowed"),
     (["fewshot", "--model", "{model}", "--task", "{task}", "--draws", "0"], "--draws 0 is not allowed"),
+    (["fewshot", "--model", "{model}", "--task", "data2text", "--chat"], "--chat is for classification tasks"),
+    (["fewshot", "--model", "{model}", "--task", "{task}", "--chat"], "--chat needs a model whose tokenizer has a chat"),
     # bench
     (["bench", "--methods", "dora", "--out", "{tmp}/b"], "dora"),
     (["bench", "--steps", "0", "--out", "{tmp}/b"], "steps must be >= 1, got 0"),

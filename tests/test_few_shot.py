@@ -191,3 +191,49 @@ def test_shared_demonstrations_are_run_once_and_score_the_same(model_type):
     torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-5)
     assert common_prefix_length(prompts) == len(demos)
     assert common_prefix_length([[1, 2], [1, 2]]) == 1  # each prompt keeps its last token
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def test_chat_prompt_writes_the_demonstrations_as_turns():
+    from peftbook.methods.few_shot import build_chat_prompt
+
+    model, tokenizer = _tiny_lm()
+    task = builtin_task("sentiment", {})
+    query = Example(input="the tea was not bad", output="positive", label="positive")
+    with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
+        build_chat_prompt(tokenizer, task, _train()[:1], query)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    assert build_chat_prompt(tokenizer, task, _train()[:1], query) == (
+        "<user>Review: review 0\nSentiment:</user>\n<assistant>positive</assistant>\n"
+        "<user>Review: the tea was not bad\nSentiment:</user>\n<assistant>")
+
+
+def test_chat_scores_the_label_as_the_assistants_first_word():
+    """chat=True scores "positive" right after the assistant's turn starts (no leading space): the scores
+    are those of label_logprobs on the chat prompt with label_prefix=""."""
+    from peftbook.methods.few_shot import build_chat_prompt, score_demonstrations
+
+    model, tokenizer = _tiny_lm()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    task = load_task("sentiment")
+    examples, shots = task.examples("test")[:6], task.examples("train")[:2]
+    result = score_demonstrations(model, tokenizer, task, examples, shots, FewShotConfig(shots=2, chat=True))
+    scores = label_logprobs(model, tokenizer, [build_chat_prompt(tokenizer, task, shots, e) for e in examples],
+                            task.labels, label_prefix="")
+    assert result["predictions"] == [task.labels[j] for j in scores.argmax(-1).tolist()]
+    spaced = label_logprobs(model, tokenizer, [build_chat_prompt(tokenizer, task, shots, e) for e in examples],
+                            task.labels)
+    assert not torch.allclose(scores, spaced)  # the prefix matters: it is a different token
+
+
+def test_chat_is_refused_for_generation_tasks():
+    model, tokenizer = _tiny_lm()
+    task = load_task("data2text")
+    with pytest.raises(ValueError, match="chat=True is not supported for generation tasks"):
+        evaluate_generation(model, tokenizer, task, task.examples("test")[:1], task.examples("train"),
+                            FewShotConfig(shots=1, chat=True))
+    with pytest.raises(ValueError, match="chat=1 is not allowed"):
+        FewShotConfig(chat=1).validate()

@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--selection", choices=SELECTIONS, default="random")
     parser.add_argument("--calibrate", action="store_true", help="contextual calibration (Zhao et al. 2021)")
+    parser.add_argument("--chat", action="store_true",
+                        help="demonstrations as chat turns through the tokenizer's chat template (instruct models)")
     parser.add_argument("--examples", type=int, default=200, help="evaluate on the first N test examples (0: all)")
     parser.add_argument("--split", default="test", choices=("test", "validation"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -36,17 +38,21 @@ def run(args) -> int:
     if args.examples < 0:
         raise ValueError(f"--examples {args.examples} is not allowed; use an integer >= 0 (0: all)")
     task = load_task(args.task)
+    if args.chat and task.kind != "classification":
+        raise ValueError(f"--chat is for classification tasks; {task.name} is a {task.kind} task")
     for k in args.shots:
         select_shots(task.examples("train"), FewShotConfig(shots=k, selection=args.selection))
     from peftbook.models import load_model
 
     model, tokenizer = load_model(args.model, device=args.device)
+    if args.chat and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"--chat needs a model whose tokenizer has a chat template; {args.model}'s has none")
     results = few_shot_curve(model, tokenizer, task, args.shots, draws=args.draws, seed=args.seed,
                              num_examples=args.examples or None, split=args.split,
-                             selection=args.selection, calibrate=args.calibrate)
+                             selection=args.selection, calibrate=args.calibrate, chat=args.chat)
     document = {"task": task.name, "model": args.model, "metric": task.metric, "split": args.split,
                 "examples": args.examples or len(task.examples(args.split)), "selection": args.selection,
-                "calibrate": args.calibrate, "seed": args.seed, "results": results}
+                "calibrate": args.calibrate, "chat": args.chat, "seed": args.seed, "results": results}
     if args.json:
         print(strict_json(document, indent=2))
         return 0

@@ -16,6 +16,9 @@ Here:
   the prompt (batched), pick the best; with ``calibrate=True`` divide the label probabilities
   (renormalised over the labels) by those of the content-free prompt.
 * generation: greedy decoding until ``</s>`` or a newline.
+* ``chat=True`` (instruct models with a chat template): each demonstration becomes a user turn (its
+  prompt) and an assistant turn (its answer), the query a last user turn; the label words are scored
+  as the assistant's first words (no leading space). ``benchmarks/smollm2_few_shot.py`` measures it.
 """
 from __future__ import annotations
 
@@ -43,9 +46,12 @@ class FewShotConfig:
     batch_size: int = 16
     max_new_tokens: int = 48       # generation tasks
     separator: str = "\n\n"
+    chat: bool = False             # demonstrations as chat turns, through the tokenizer's chat template
 
     def validate(self) -> None:
         """Field checks; ``select_shots`` checks ``shots`` against the training set it draws from."""
+        if not isinstance(self.chat, bool):
+            raise ValueError(f"chat={self.chat!r} is not allowed; use True or False")
         if not isinstance(self.shots, int) or self.shots < 0:
             raise ValueError(f"shots={self.shots!r} is not allowed; use an integer >= 0")
         if self.selection not in SELECTIONS:
@@ -79,6 +85,19 @@ def build_prompt(task, shots: list, example, separator: str = "\n\n") -> str:
     return "".join(task.prompt(s) + task.target(s) + separator for s in shots) + task.prompt(example)
 
 
+def build_chat_prompt(tokenizer, task, shots: list, example) -> str:
+    """The demonstrations as user/assistant turns and the query as the last user turn, written by the
+    tokenizer's chat template up to where the assistant's answer starts."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat=True needs a tokenizer with a chat template (an instruct model's); this one has none")
+    turns = []
+    for shot in shots:
+        turns += [{"role": "user", "content": task.prompt(shot).strip()},
+                  {"role": "assistant", "content": task.target(shot).strip()}]
+    turns.append({"role": "user", "content": task.prompt(example).strip()})
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+
 def task_with_demonstrations(task, shots: list, separator: str = "\n\n"):
     """A copy of ``task`` whose prompt starts with the demonstrations ``shots`` (as ``build_prompt``
     writes them), so ``peftbook.evaluate`` scores and times k-shot prompting like any other method."""
@@ -93,7 +112,8 @@ def context_length(model) -> int:
 
 
 @torch.no_grad()
-def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str], batch_size: int = 16) -> torch.Tensor:
+def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str], batch_size: int = 16,
+                   label_prefix: str = " ") -> torch.Tensor:
     """``(len(prompts), len(label_words))``: sum of log-probs of each label's tokens after its prompt.
 
     The scoring itself is ``peftbook.evaluate``'s (the one every trained method is scored with); here
@@ -101,7 +121,7 @@ def label_logprobs(model, tokenizer, prompts: list[str], label_words: list[str],
     """
     limit = context_length(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    label_ids = [encode_target(tokenizer, " " + w.strip()) for w in label_words]
+    label_ids = [encode_target(tokenizer, label_prefix + w.strip()) for w in label_words]
     room = limit - max(map(len, label_ids))
     prompt_ids = [encode_prompt(tokenizer, p)[-room:] for p in prompts]
     if all(len(ids) == 1 for ids in label_ids):  # one token per label: one pass, read the last position
@@ -118,12 +138,16 @@ def evaluate_classification(model, tokenizer, task, examples: list, train: list,
 
 def score_demonstrations(model, tokenizer, task, examples: list, shots: list, config: FewShotConfig) -> dict:
     """Accuracy (and predictions) on ``examples`` of a classification prompt with these ``shots``, in this order."""
-    prompts = [build_prompt(task, shots, e, config.separator) for e in examples]
-    scores = label_logprobs(model, tokenizer, prompts, task.labels, config.batch_size)
+    def prompt(example):
+        if config.chat:
+            return build_chat_prompt(tokenizer, task, shots, example)
+        return build_prompt(task, shots, example, config.separator)
+
+    prefix = "" if config.chat else " "  # an assistant's answer starts a turn; a plain one follows "Label:"
+    scores = label_logprobs(model, tokenizer, [prompt(e) for e in examples], task.labels, config.batch_size, prefix)
     if config.calibrate:
         content_free = type(examples[0])(input=CONTENT_FREE, output="")
-        bias = label_logprobs(model, tokenizer, [build_prompt(task, shots, content_free, config.separator)],
-                              task.labels)[0]
+        bias = label_logprobs(model, tokenizer, [prompt(content_free)], task.labels, label_prefix=prefix)[0]
         # p_cal ∝ p / p_cf, with both renormalised over the label words (Zhao et al. eq. 1, diagonal W)
         scores = torch.log_softmax(scores, dim=-1) - torch.log_softmax(bias, dim=-1)
     predictions = [task.labels[j] for j in scores.argmax(dim=-1).tolist()]
@@ -187,6 +211,9 @@ def evaluate_generation(model, tokenizer, task, examples: list, train: list, con
     positions the model never saw make generation degrade. When k demonstrations are too long, the
     first ones are dropped for that query (the tiny base's 512 tokens hold ~5 data2text examples).
     """
+    if config.chat:
+        raise ValueError(f"chat=True is not supported for generation tasks ({task.name}); use it on a "
+                         "classification task, or chat=False")
     shots = select_shots(train, config)
     budget = context_length(model) - config.max_new_tokens
     fitted = [fitting_prompt(task, shots, e, tokenizer, budget, config.separator) for e in examples]
