@@ -16,6 +16,8 @@ parameter and memory counts) and which layers a 4-bit base quantizes (``quantiza
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import inspect
 
 import torch
@@ -88,6 +90,28 @@ def add_forward_hook(model: nn.Module, hook) -> None:
     getattr(model, HOOKS_ATTRIBUTE).append(handle)
 
 
+@contextmanager
+def trial_run(model: nn.Module):
+    """For the forwards a method runs at apply to check a model: in eval mode (no dropout), without
+    gradients, and with the random state put back after, so a seeded run trains as it did before."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def has_values(model: nn.Module) -> bool:
+    """Whether the model's weights hold numbers: not on the meta device, not the memory simulator's fakes.
+    The checks a method runs at apply (a trial forward, outputs compared) need them."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    weight = model.get_input_embeddings().weight
+    return weight.device.type != "meta" and not is_fake(weight)
+
+
 def remove_hooks(model: nn.Module) -> None:
     """Take off every hook ``add_forward_pre_hook`` put on ``model``."""
     for handle in getattr(model, HOOKS_ATTRIBUTE, None) or []:
@@ -147,7 +171,8 @@ def computes_linear(module: nn.Linear) -> bool:
     from torch._subclasses.fake_tensor import is_fake
 
     weight = module.weight
-    x = torch.randn(2, module.in_features, dtype=weight.dtype, device=weight.device)
+    rows = torch.randn(2, module.in_features, generator=torch.Generator().manual_seed(0))  # not the global RNG
+    x = rows.to(dtype=weight.dtype, device=weight.device)
     try:
         with torch.no_grad():
             out = module(x)
@@ -225,7 +250,7 @@ def key_value_layout(model: nn.Module, method: str) -> list[tuple[int, int, int,
     cache = DynamicCache(config=model.config)
     ids = torch.ones(1, 1, dtype=torch.long, device=model.get_input_embeddings().weight.device)
     try:
-        with torch.no_grad():
+        with trial_run(model):
             model(input_ids=ids, cache=cache, use_cache=True)
     except Exception as error:  # noqa: BLE001 - any failure here means: no usable KV cache
         raise ValueError(f"{method} cannot be applied to {model.config.model_type}: a forward with a KV cache "

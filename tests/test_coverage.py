@@ -94,3 +94,20 @@ def test_a_linear_subclass_counts_only_if_it_computes_a_linear_map():
     llama4 = coverage.tiny_model("llama4_text")
     routers = [module for name, module in llama4.named_modules() if name.endswith("router")]
     assert routers and not any(is_linear(router) for router in routers)
+
+
+def test_the_checks_at_apply_leave_the_random_state_and_the_mode_alone():
+    """apply()'s trial forwards run in eval mode with the RNG put back: a seeded run trains as before."""
+    import torch
+
+    from peftbook.surgery import trial_run
+
+    model = coverage.tiny_model("llama")
+    model.config.attention_dropout = 0.5
+    model.train()
+    state = torch.random.get_rng_state()
+    with trial_run(model):
+        assert not model.training
+        model(input_ids=torch.ones(1, 4, dtype=torch.long))
+        torch.rand(3)  # even a draw inside is undone
+    assert model.training and torch.equal(state, torch.random.get_rng_state())

@@ -28,12 +28,16 @@ What we do differently from HF PEFT (``peft.AdaptionPromptConfig``) and why:
   the bias once, and gpt2's residual dropout sees the sum, as in the paper.
 * PEFT's gpt2 path adds the adapter output *after* ``c_proj``, unprojected; we project it like every other
   architecture (the paper adds before ``wo``).
-* Coverage: PEFT supports llama, mistral and gpt2. We wrap the attention module of any architecture in
-  ``peftbook.models.ARCHITECTURES`` and reuse the model's own pieces: fused ``qkv_proj``/``c_attn`` (phi3,
-  gpt2), the rotary embeddings the decoder layer passes (``surgery.apply_rotary``, partial rotary as
-  phi3 does), ``q_norm``/``k_norm`` (qwen3),
-  ``scaling`` and logit soft-capping (gemma2). GQA as in PEFT: the kv-head adapter keys/values are repeated
-  to the query heads in ``repeat_kv`` order.
+* Coverage: PEFT supports llama, mistral and gpt2. We wrap the attention module of any model whose
+  attention we can express and reuse the model's own pieces: fused q/k/v projections (gpt2, phi3,
+  gpt_neox, persimmon), the rotary embeddings the decoder layer passes (``surgery.apply_rotary``,
+  partial rotary as phi3 does), ``q_norm``/``k_norm`` (qwen3, olmo2, stablelm), ``scaling`` and logit
+  soft-capping (gemma2). GQA as in PEFT: the kv-head adapter keys/values are repeated to the query
+  heads in ``repeat_kv`` order. Which channels the rotary turns together and how a fused projection
+  is ordered differ between models, so ``check_queries`` reads them off the model at apply: a
+  three-token forward records the queries, keys and values each adapted layer hands its attention
+  function, and the adapter's own must equal them; what it cannot reproduce is refused with the
+  reason (gptj and codegen rotate inside their attention, llama4 rotates by complex numbers).
 * The query is recomputed from the hidden states (as PEFT does): one extra query projection per adapted
   layer (the whole fused qkv projection for gpt2 and phi3).
 * Like PEFT, the wrapper moves the base weights of the adapted layers under ``.attention.`` in
@@ -50,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peftbook.models import decoder_layers, get_architecture, model_dims
-from peftbook.surgery import ROTARY_STYLES, apply_rotary, copy_state_checked
+from peftbook.surgery import ROTARY_STYLES, apply_rotary, copy_state_checked, has_values, trial_run
 
 GATES = ("per_head_tanh", "scalar")
 PARAMETER_NAMES = ("adaption_prompt", "adaption_gate")
@@ -83,6 +87,9 @@ class AdaptedAttention(nn.Module):
         self.head_dim = dims["head_dim"]
         self.gate_kind = config.gate
         self.rotary_style = "halves"  # which channels turn together; check_queries reads it off the model
+        # a fused q/k/v projection: "in_order" [q | k | v] (gpt2, phi3) or "per_head" [q_h | k_h | v_h] head
+        # after head (gpt_neox, bloom); the first guess by model type, check_queries confirms or finds the other
+        self.fused_layout = "per_head" if architecture.model_type in FUSED_QKV_PER_HEAD else "in_order"
         weight = next(p for p in attention.parameters())
         dtype = weight.dtype if weight.is_floating_point() else torch.float32  # a 4-bit base computes in fp32
         self.adaption_prompt = nn.Parameter(  # (P, hidden): fed to the frozen k/v projections like a token
@@ -143,7 +150,7 @@ class AdaptedAttention(nn.Module):
     def _project(self, x):
         """(queries, keys, values) from the layer's own projections, fused (gpt2, phi3) or not."""
         arch = self.architecture
-        if arch.qkv_proj is not None and arch.model_type in FUSED_QKV_PER_HEAD:  # (.., nh, 3 * hd), head after head
+        if arch.qkv_proj is not None and self.fused_layout == "per_head":  # (.., nh, 3 * hd), head after head
             fused = getattr(self.attention, arch.qkv_proj)(x)
             heads = fused.view(*fused.shape[:-1], self.num_heads, 3 * self.head_dim).chunk(3, dim=-1)
             return tuple(h.reshape(*fused.shape[:-1], self.num_heads * self.head_dim) for h in heads)
@@ -167,10 +174,11 @@ class AdaptedAttention(nn.Module):
 
 
 NORM_NAMES = {"q": ("q_norm", "q_layernorm", "query_layernorm"), "k": ("k_norm", "k_layernorm", "key_layernorm")}
-# Fused projections known to be laid out [q | k | v] (gpt2, phi3, mpt), and the model types whose fused
-# query_key_value holds [q_h | k_h | v_h] head after head (gpt_neox, bloom); other layouts are refused
-FUSED_QKV_IN_ORDER = ("c_attn", "qkv_proj", "Wqkv")
+# The model types whose fused query_key_value holds [q_h | k_h | v_h] head after head: the first guess for
+# them (bloom's attention cannot be checked against its own queries, see check_queries); others start from
+# [q | k | v], and check_queries tries the other layout where the layer's own queries can be read
 FUSED_QKV_PER_HEAD = ("gpt_neox", "bloom")
+FUSED_LAYOUTS = ("in_order", "per_head")
 
 
 def norm_of(attention: nn.Module, which: str, heads: int, head_dim: int) -> tuple[str | None, str | None]:
@@ -201,8 +209,10 @@ def check_attention(model: nn.Module, layer_index: int, attention: nn.Module | N
         raise ValueError(f"{where} has no {architecture.attention} (a recurrent/state-space layer)")
     heads, kv_heads, head_dim = dims["num_heads"], dims["num_kv_heads"], dims["head_dim"]
     if architecture.qkv_proj is not None:
-        if architecture.qkv_proj not in FUSED_QKV_IN_ORDER and model_type not in FUSED_QKV_PER_HEAD:
-            raise ValueError(f"{where}: its fused projection {architecture.qkv_proj!r} has no known q/k/v layout")
+        fused = getattr(attention, architecture.qkv_proj, None)
+        width = getattr(fused, "out_features", None) or getattr(fused, "nf", None) or 0
+        if head_dim and width % head_dim == 0 and (width // head_dim - heads) % 2 == 0 and width // head_dim > heads:
+            kv_heads = dims["num_kv_heads"] = (width // head_dim - heads) // 2  # falcon's multi-query: 1
         names, wanted = [architecture.qkv_proj], [(heads + 2 * kv_heads) * head_dim]
     else:
         names = [architecture.q_proj, architecture.k_proj, architecture.v_proj]
@@ -250,6 +260,8 @@ def check_queries(model: nn.Module, adapted: dict[int, AdaptedAttention]) -> Non
     pairs (gptj, cohere, glm), rotate inside their attention (codegen) or order their fused projection
     otherwise would get wrong queries without a word; so a three-token forward records, per layer, the
     queries the attention hands to its attention function and compares them with the adapter's."""
+    if not has_values(model):  # the memory simulator's fake weights: nothing to compare
+        return
     inputs, queries = attention_calls(model, {id(w.attention): index for index, w in adapted.items()})
     name = model.config.model_type
     for index, wrapper in adapted.items():
@@ -268,30 +280,44 @@ def check_queries(model: nn.Module, adapted: dict[int, AdaptedAttention]) -> Non
         theirs, their_keys, their_values, scaling = queries[index]
         ours_scale = getattr(wrapper.attention, "scaling", wrapper.head_dim ** -0.5)
         theirs = theirs.float() * (wrapper.head_dim ** -0.5 if scaling is None else scaling)  # opt scales q itself
-        for style in ROTARY_STYLES if positions is not None else ("halves",):
-            wrapper.rotary_style = style
+        layouts = [wrapper.fused_layout] + [l for l in FUSED_LAYOUTS if l != wrapper.fused_layout] \
+            if wrapper.architecture.qkv_proj is not None else [wrapper.fused_layout]
+        found = None
+        for layout, style in ((l, s) for l in layouts for s in (ROTARY_STYLES if positions is not None else ("halves",))):
+            wrapper.fused_layout, wrapper.rotary_style = layout, style
             try:
                 with torch.no_grad():
                     ours = wrapper.query(hidden, positions).float() * ours_scale
-            except RuntimeError:  # the style does not fit the shapes of cos/sin
+            except RuntimeError:  # the style or layout does not fit the shapes
                 continue
             if ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-5, rtol=1e-3):
-                break
+                found = (layout, style)
+                if same_keys_and_values(wrapper, hidden, positions, their_keys, their_values):
+                    break
         else:
-            raise ValueError(f"{where}: the queries the adapter recomputes differ from the layer's own (a rotary "
-                             "or projection layout it does not know), so its attention cannot be expressed")
-        with torch.no_grad():  # the prompt's keys and values come from the same projections and key norm
-            _, keys, values = wrapper._project(hidden)
-            keys = wrapper._heads(keys, "k", wrapper.num_kv_heads).transpose(1, 2)  # (B, kv, T, hd)
-            if positions is not None:  # rotated here only to compare with the layer's keys; the prompt is not
-                keys = apply_rotary(keys, *positions, style=wrapper.rotary_style)
-            values = values.view(*values.shape[:-1], wrapper.num_kv_heads, -1).transpose(1, 2)
-        if keys.shape != their_keys.shape or values.shape != their_values.shape or not (
-                torch.allclose(keys.float(), their_keys.float(), atol=1e-5, rtol=1e-3)
-                and torch.allclose(values.float(), their_values.float(), atol=1e-5, rtol=1e-3)):
+            if found is None:
+                raise ValueError(f"{where}: the queries the adapter recomputes differ from the layer's own (a rotary "
+                                 "or projection layout it does not know), so its attention cannot be expressed")
             raise ValueError(f"{where}: the keys or values the adapter computes differ from the layer's own (a "
                              "projection layout or key/value norm it does not know), so its attention cannot be "
                              "expressed")
+
+
+def same_keys_and_values(wrapper: AdaptedAttention, hidden, positions, their_keys, their_values) -> bool:
+    """Whether the layer's projections and key norm, as the wrapper reads them, give the layer's own keys
+    (rotated here like its queries, only for the comparison: the prompt's keys are not) and values."""
+    try:
+        with torch.no_grad():
+            _, keys, values = wrapper._project(hidden)
+            keys = wrapper._heads(keys, "k", wrapper.num_kv_heads).transpose(1, 2)  # (B, kv, T, hd)
+            if positions is not None:
+                keys = apply_rotary(keys, *positions, style=wrapper.rotary_style)
+            values = values.view(*values.shape[:-1], wrapper.num_kv_heads, -1).transpose(1, 2)
+    except RuntimeError:
+        return False
+    return keys.shape == their_keys.shape and values.shape == their_values.shape and \
+        torch.allclose(keys.float(), their_keys.float(), atol=1e-5, rtol=1e-3) and \
+        torch.allclose(values.float(), their_values.float(), atol=1e-5, rtol=1e-3)
 
 
 def attention_calls(model: nn.Module, watched: dict[int, int]) -> tuple[dict, dict]:
@@ -328,7 +354,7 @@ def attention_calls(model: nn.Module, watched: dict[int, int]) -> tuple[dict, di
     hooks = [module.register_forward_pre_hook(record_inputs, with_kwargs=True) for module in modules]
     ids = torch.arange(1, 4, device=model.get_input_embeddings().weight.device)[None]  # (1, 3)
     try:
-        with torch.no_grad():
+        with trial_run(model):
             model(input_ids=ids)
     finally:
         for hook in hooks:

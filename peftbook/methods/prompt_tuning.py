@@ -35,7 +35,7 @@ from torch import nn
 
 from peftbook.models import model_dims
 from peftbook.surgery import (add_forward_hook, add_forward_pre_hook, copy_state_checked, extend_attention_mask,
-                              forward_kwargs)
+                              forward_kwargs, has_values, trial_run)
 
 INIT_CHOICES = ("random", "vocab", "text")
 _PEFT_INIT_NAMES = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
@@ -66,9 +66,11 @@ def inject(model: nn.Module, config: PromptTuningConfig) -> None:
     model.register_parameter("prompt_embeddings", nn.Parameter(prompt))
     add_forward_pre_hook(model, _prepend_virtual_tokens)
     add_forward_hook(model, _mark_returned_cache)
+    if not has_values(model):  # the memory simulator's fake weights: the trial below needs numbers
+        return
     ids = torch.ones(1, 2, dtype=torch.long, device=prompt.device)
     try:  # the prompt goes in as embeddings: a model that needs token ids in its layers fails here, not later
-        with torch.no_grad():
+        with trial_run(model):
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except Exception as error:  # noqa: BLE001 - apply() undoes the injection
         raise ValueError(f"prompt tuning cannot be applied to {model.config.model_type}: a forward from input "
