@@ -41,12 +41,20 @@ gradients (4 B) and two fp32 Adam states (8 B), and nothing else; pure bf16 trai
 (like the activations, small next to 8B parameters at batch 1) the rule ignores.
 
 dtypes: ``"bf16"``, ``"fp16"``, ``"fp32"`` (everything in that dtype) and ``"mixed"`` (fp32
-weights/gradients/AdamW state, bf16 autocast forward). Optimizers: ``"adamw"``, ``"sgd"``.
+weights/gradients/AdamW state, bf16 autocast forward).
+
+Step options, the same for all three views and the CLI (``options.py``):
+``StepOptions(grad_checkpointing, optimizer, adapter_dtype, loss_chunk_tokens, device)``, e.g.
+``simulate_memory("llama-8b", "lora", 4, 2048, options=StepOptions(grad_checkpointing=True))``.
+The defaults are what ``train`` does on the device; each optimizer name (``auto``, ``adamw``,
+``adamw_foreach``, ``adamw_fused``, ``adamw_8bit``, ``paged_adamw_8bit``, ``sgd``) runs the
+implementation that device runs (CPU AdamW: the single-tensor loop; CUDA: ``foreach``).
 """
 from peftbook.memory.estimate import estimate_memory, rule_of_thumb_bytes
 from peftbook.memory.measure import CATEGORIES, MemoryReport, track_memory
+from peftbook.memory.options import StepOptions
 from peftbook.memory.simulate import measure_memory, simulate_memory
 from peftbook.memory.table import rule_of_thumb_table, simulate_by_depth
 
-__all__ = ["CATEGORIES", "MemoryReport", "track_memory", "simulate_memory", "measure_memory", "estimate_memory",
+__all__ = ["CATEGORIES", "MemoryReport", "StepOptions", "track_memory", "simulate_memory", "measure_memory", "estimate_memory",
            "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth"]

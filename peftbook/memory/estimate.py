@@ -25,14 +25,23 @@ from __future__ import annotations
 import torch
 
 from peftbook.memory.measure import CATEGORIES
-from peftbook.memory.simulate import (autocast_dtype, check_step_args, method_name, resolve_config,
-                                     resolve_method_config, resolve_step_dtype)
+from peftbook.memory.options import StepOptions, resolve_optimizer
+from peftbook.memory.simulate import autocast_dtype, method_name, prepare_step, resolve_config
 from peftbook.methods import full, get_method
 from peftbook.models import get_architecture, model_dims
 from peftbook.surgery import linear_shapes, matches_suffix
 
 RULE_OF_THUMB_BYTES_PER_PARAM = 16  # "16 GB of GPU memory per 1B model parameters" (half precision + AdamW)
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed codes + 8-bit absmax per 64 + fp32 per 256 absmax
+
+
+# optimizer state per trainable parameter of ``p`` bytes, by implementation (options.IMPLEMENTATIONS);
+# bitsandbytes' 8-bit AdamW: two uint8 moments + an fp32 scale per 256 values of each (its blocksize)
+OPTIMIZER_STATE_BYTES = {
+    "adamw single-tensor": lambda p: 2 * p, "adamw foreach": lambda p: 2 * p, "adamw fused": lambda p: 2 * p,
+    "adamw_8bit": lambda p: 2 + 2 * 4 / 256, "paged_adamw_8bit": lambda p: 2 + 2 * 4 / 256,
+    "sgd single-tensor": lambda p: 0, "sgd foreach": lambda p: 0,
+}
 
 
 def rule_of_thumb_bytes(num_params: int) -> int:
@@ -54,8 +63,14 @@ def parameter_counts(config, method_config) -> dict:
     return {"total": total, "trainable": trainable, "added": added, "quantized": quantized}
 
 
-def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype: torch.dtype) -> int:
-    """Bytes autograd keeps from the forward for the backward, plus the loss's fp32 logits and grad."""
+def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype: torch.dtype,
+                     options: StepOptions | None = None) -> int:
+    """Bytes autograd keeps from the forward for the backward, plus the loss's fp32 logits and grad.
+
+    Under gradient checkpointing each decoder layer keeps only its input (``tokens * hidden``), and
+    backward recomputes one layer at a time: ``layers * input + one layer's activations``.
+    """
+    options = options or StepOptions()
     dims = model_dims(config)
     h, layers, heads = dims["hidden_size"], dims["num_layers"], dims["num_heads"]
     q, kv = heads * dims["head_dim"], dims["num_kv_heads"] * dims["head_dim"]
@@ -103,9 +118,12 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
         per_layer = tokens * per_token
     if traits.top_layers_field:  # gradients flow through the top layers only: the rest keep nothing
         layers = field(traits.top_layers_field)
-    head = tokens * dims["vocab_size"] * (4 + 4 + p)  # fp32 log-softmax, its gradient, the logits' gradient
+    head_tokens = tokens if options.loss_chunk_tokens is None else min(tokens, options.loss_chunk_tokens)
+    head = head_tokens * dims["vocab_size"] * (4 + 4 + p)  # fp32 log-softmax, its gradient, the logits' gradient
     if getattr(config, "final_logit_softcapping", None):
         head += tokens * dims["vocab_size"] * p  # tanh(logits / cap), kept
+    if options.grad_checkpointing:  # each layer keeps its input; backward rebuilds one layer at a time
+        return int(layers * tokens * dims["hidden_size"] * p + per_layer + head)
     return int(layers * per_layer + head)
 
 
@@ -124,21 +142,29 @@ def targeted_linear_inputs(config, method_config) -> int:
 
 
 def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, seq_len: int = 512,
-                    dtype="bf16", optimizer: str = "adamw", *, device: str = "cuda") -> dict:
-    """Closed-form peak of one steady-state training step: ``peak_bytes``, ``by_category``, counts."""
-    check_step_args(batch_size, seq_len, optimizer, device)
-    torch_dtype = resolve_step_dtype(dtype)
-    method_config = resolve_method_config(method_config)
+                    dtype="bf16", optimizer: str | None = None, *, device: str | None = None,
+                    options: StepOptions | dict | None = None) -> dict:
+    """Closed-form peak of one steady-state training step: ``peak_bytes``, ``by_category``, counts.
+
+    Arguments as ``simulate_memory``'s (``options``: ``StepOptions``; default device ``"cuda"``).
+    """
+    torch_dtype, method_config, options = prepare_step(batch_size, seq_len, dtype, method_config, options,
+                                                       optimizer, device, "cuda")
     config = resolve_config(model_or_config)
     p = torch.finfo(torch_dtype).bits // 8
+    method = method_name(method_config)
+    p_train = 4 if options.adapter_dtype == "fp32" and method != "full" else p  # trainable parameters' bytes
     compute_dtype = autocast_dtype(dtype) or torch_dtype
     counts = parameter_counts(config, method_config)
-    weights = (counts["total"] - counts["quantized"] + counts["added"]) * p
+    weights = (counts["total"] - counts["quantized"] - counts["added"]) * p + counts["added"] * p_train
     weights += counts["quantized"] * NF4_BYTES_PER_PARAM
-    gradients = counts["trainable"] * p
-    optimizer_state = 2 * counts["trainable"] * p if optimizer == "adamw" else 0
-    temporaries = counts["trainable"] * p if (device == "cuda" and optimizer == "adamw") else 0
-    activations = activation_bytes(config, method_config, batch_size, seq_len, compute_dtype)
+    gradients = counts["trainable"] * p_train
+    implementation = resolve_optimizer(options.optimizer, method, options.device)
+    optimizer_state = counts["trainable"] * OPTIMIZER_STATE_BYTES[implementation](p_train)
+    # foreach AdamW's sqrt(v) over the whole parameter list; the single-tensor loop's temporaries are
+    # one parameter at a time, fused and bitsandbytes' kernels update in place
+    temporaries = counts["trainable"] * p_train if implementation == "adamw foreach" else 0
+    activations = activation_bytes(config, method_config, batch_size, seq_len, compute_dtype, options)
     if compute_dtype != torch_dtype:  # autocast keeps a bf16 copy of every linear weight for the backward
         linear = model_dims(config)["num_layers"] * sum(i * o for i, o in linear_shapes(config).values())
         activations += (linear - counts["quantized"]) * (torch.finfo(compute_dtype).bits // 8)

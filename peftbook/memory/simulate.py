@@ -17,7 +17,8 @@ ops have fake kernels), so the 4-bit storage is counted exactly as on a real dev
 
 Where a GPU differs from this CPU trace (``device="cuda"`` models the first two):
 * the CUDA caching allocator rounds every block up to 512 bytes;
-* PyTorch's AdamW uses the ``foreach`` implementation on CUDA, with list-wide temporaries;
+* PyTorch's AdamW uses the ``foreach`` implementation on CUDA, with list-wide temporaries, and the
+  single-tensor for-loop on CPU (``options.py``: each optimizer name runs what it runs on the device);
 * on CUDA, SDPA picks flash/memory-efficient kernels (no ``[B, heads, S, S]`` matrix); the CPU
   trace uses whatever the CPU dispatcher picks, and ``attn_implementation="eager"`` keeps the matrix;
 * cuBLAS workspaces, the CUDA context (~0.3-0.5 GB, never in ``memory_allocated``) and
@@ -25,6 +26,7 @@ Where a GPU differs from this CPU trace (``device="cuda"`` models the first two)
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -32,12 +34,13 @@ import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
+from peftbook.memory.options import (DEVICES, OPTIMIZERS, StepOptions, check_method_options, chunked_loss_function,
+                                     make_step_optimizer, resolve_optimizer, step_options)
 from peftbook.methods import apply, get_method, make_config, method_of
+from peftbook.surgery import applied_config
 
 # "mixed": fp32 weights, gradients and AdamW state, forward under bf16 autocast (mixed precision)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "mixed": torch.float32}
-OPTIMIZERS = ("adamw", "sgd")
-DEVICES = ("cpu", "cuda")
 BUILTIN_SHAPES = {"llama-1b": "1B", "llama-8b": "8B", "llama-70b": "70B", "llama-405b": "405B"}
 
 
@@ -96,16 +99,6 @@ def resolve_step_dtype(dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def check_step_args(batch_size, seq_len, optimizer, device) -> None:
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer {optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
-    if str(device) not in DEVICES:
-        raise ValueError(f"device {device!r} is not allowed; allowed: {', '.join(DEVICES)}")
-
-
 def resolve_method_config(method_config):
     """A validated method config from a config, a method name (its default config) or None (full fine-tuning)."""
     if method_config is None:
@@ -145,15 +138,29 @@ def build_model(config, dtype: torch.dtype, method_config=None, attn_implementat
 
 
 # -- one training step -----------------------------------------------------------------------
-def step_optimizer(name: str, model: nn.Module, device_type: str, lr: float = 1e-4):
-    """The optimizer of the profiled step, as PyTorch builds it on ``device_type`` (foreach on CUDA)."""
+def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Module:
+    """Make ``model`` run the step ``options`` describe: fp32 adapter weights, gradient checkpointing.
+
+    Done as ``train`` does it (``gradient_checkpointing_enable`` with non-reentrant checkpoints, after
+    the method is applied); works on real and fake models alike.
+    """
+    if options.adapter_dtype == "fp32" and method != "full":
+        for parameter in model.parameters():
+            if parameter.requires_grad and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
+    if options.grad_checkpointing:
+        with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable
+            warnings.simplefilter("ignore", FutureWarning)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def step_optimizer(implementation: str, model: nn.Module, lr: float = 1e-4):
+    """The optimizer of the profiled step: an ``options.IMPLEMENTATIONS`` entry over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: nothing to optimize")
-    foreach = device_type == "cuda"  # PyTorch's own default: foreach on CUDA, a for-loop on CPU
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, foreach=foreach)
-    return torch.optim.SGD(params, lr=lr, foreach=foreach)
+    return make_step_optimizer(implementation, params, lr)
 
 
 def prime_optimizer(optimizer) -> None:
@@ -168,16 +175,26 @@ def prime_optimizer(optimizer) -> None:
     lrs = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = 0.0  # AdamW's decoupled weight decay would still move the weights otherwise
-    optimizer.step()
+    with warnings.catch_warnings():  # bitsandbytes: "Paged optimizers are not supported on CPU"
+        warnings.simplefilter("ignore")
+        optimizer.step()
     for group, lr in zip(optimizer.param_groups, lrs):
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
 
 
-def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype | None = None) -> None:
-    """Forward (causal LM loss on the inputs, under autocast if given), backward, optimizer step, zero_grad."""
+def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype | None = None,
+                  loss_chunk_tokens: int | None = None) -> None:
+    """Forward (causal LM loss on the inputs, under autocast if given), backward, optimizer step, zero_grad.
+
+    ``loss_chunk_tokens``: the loss from ``peftbook.lm_loss.causal_lm_loss`` (LM head + cross-entropy
+    that many tokens at a time) instead of the model's own (all logits at once).
+    """
     with torch.autocast(input_ids.device.type, dtype=autocast) if autocast else nullcontext():
-        loss = model(input_ids=input_ids, labels=input_ids).loss
+        if loss_chunk_tokens is None:
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+        else:
+            loss = chunked_loss_function()(model, input_ids, input_ids, chunk_tokens=loss_chunk_tokens)
     if mem is not None:
         mem.mark("backward")
     loss.backward()
@@ -190,28 +207,43 @@ def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype |
     optimizer.zero_grad(set_to_none=True)
 
 
-def profile_step(model, batch_size: int, seq_len: int, optimizer: str = "adamw", device="cpu",
-                 simulated: bool = False, as_device=None, autocast: torch.dtype | None = None) -> MemoryReport:
+def profile_step(model, batch_size: int, seq_len: int, options: StepOptions, method: str, device="cpu",
+                 simulated: bool = False, autocast: torch.dtype | None = None) -> MemoryReport:
     """Create the optimizer's state, then track one step: the steady-state step's memory.
 
-    ``as_device``: the device modelled (allocator rounding, foreach optimizer); default ``device``.
+    ``device``: where the tensors are (CPU for fake ones); ``options.device``: the device modelled
+    (allocator rounding, the optimizer implementation it runs).
     """
-    device = torch.device(device)
-    as_device = torch.device(as_device or device)
-    opt = step_optimizer(optimizer, model, as_device.type)
+    implementation = resolve_optimizer(options.optimizer, method, options.device)
+    opt = step_optimizer(implementation, model)
     vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size")
     input_ids = torch.randint(0, vocab, (batch_size, seq_len), device=device)
     model.train()
     prime_optimizer(opt)
-    with track_memory(as_device, model=model, optimizer=opt, extra=[input_ids],
+    with track_memory(options.device, model=model, optimizer=opt, extra=[input_ids],
                       simulated=simulated) as mem:
-        training_step(model, opt, input_ids, mem, autocast)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bitsandbytes' paged-on-CPU note; checkpointing's use_cache note
+            training_step(model, opt, input_ids, mem, autocast, options.loss_chunk_tokens)
+    mem.report.notes.append(f"optimizer: {implementation}")
     return mem.report
 
 
+def prepare_step(batch_size, seq_len, dtype, method_config, options, optimizer, device, default_device):
+    """Validate every argument of a step, before any work: (torch dtype, method config, options)."""
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    options = step_options(options, optimizer, device, default_device)
+    torch_dtype = resolve_step_dtype(dtype)
+    method_config = resolve_method_config(method_config)
+    check_method_options(method_name(method_config), options, torch_dtype)
+    return torch_dtype, method_config, options
+
+
 def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, seq_len: int = 512,
-                    dtype="bf16", optimizer: str = "adamw", *, device: str = "cuda",
-                    attn_implementation: str | None = None) -> MemoryReport:
+                    dtype="bf16", optimizer: str | None = None, *, device: str | None = None,
+                    options: StepOptions | dict | None = None, attn_implementation: str | None = None) -> MemoryReport:
     """Peak memory of one steady-state training step, by category, traced on fake tensors.
 
     Args:
@@ -221,39 +253,45 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
         batch_size, seq_len: the batch of token ids (labels = inputs).
         dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"``: weights, gradients, optimizer state and activations
             all in that dtype; ``"mixed"``: fp32 weights/gradients/AdamW state, bf16 autocast forward.
-        optimizer: ``"adamw"`` or ``"sgd"`` (no momentum).
-        device: the device simulated: ``"cuda"`` (512 B allocator blocks, foreach AdamW) or ``"cpu"``.
+        optimizer, device: shorthands for ``options.optimizer`` and ``options.device``.
+        options: ``StepOptions`` (or a dict of its fields): gradient checkpointing, the optimizer
+            (default ``"auto"``: what ``train`` uses on the device), adapter dtype, chunked loss, and
+            the device simulated (default ``"cuda"``: 512 B allocator blocks, its optimizer kernels).
         attn_implementation: passed to ``transformers`` (``"eager"``, ``"sdpa"``); default: its own.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    check_step_args(batch_size, seq_len, optimizer, device)
-    torch_dtype = resolve_step_dtype(dtype)
-    method_config = resolve_method_config(method_config)
+    torch_dtype, method_config, options = prepare_step(batch_size, seq_len, dtype, method_config, options,
+                                                       optimizer, device, "cuda")
     config = resolve_config(model_or_config)
+    method = method_name(method_config)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)
-        # fake tensors live on CPU; ``as_device`` models the simulated device's allocator and optimizer
-        report = profile_step(model, batch_size, seq_len, optimizer, "cpu", simulated=True, as_device=device,
+        apply_options(model, method, options)
+        # fake tensors live on CPU; options.device is the device modelled (allocator, optimizer)
+        report = profile_step(model, batch_size, seq_len, options, method, "cpu", simulated=True,
                               autocast=autocast_dtype(dtype))
-    report.device = f"{device} (simulated)"
-    report.notes.append("steady-state step (the second): AdamW state exists on entry")
-    if get_method(method_name(method_config)).memory.quantized_base:
+    report.device = f"{options.device} (simulated)"
+    report.notes.append("steady-state step (the second): the optimizer state exists on entry")
+    if get_method(method).memory.quantized_base:
         report.notes.append("4-bit weights: bitsandbytes' own quantize_4bit on fake tensors (exact storage)")
     return report
 
 
-def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: str = "adamw",
-                   device=None, dtype=None) -> MemoryReport:
+def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: str | None = None,
+                   device=None, dtype=None, *, options: StepOptions | dict | None = None) -> MemoryReport:
     """The same steady-state step as ``simulate_memory``, run for real on ``model``'s device.
 
     ``dtype="mixed"`` runs the forward under bf16 autocast (the model should be fp32); other values
-    are only checked, the model keeps the dtype it has.
+    are only checked, the model keeps the dtype it has. ``options`` are applied to ``model`` as
+    ``train`` would (adapter weights cast to fp32, gradient checkpointing turned on, and left so).
     """
-    check_step_args(batch_size, seq_len, optimizer, "cpu")
-    if dtype is not None:
-        resolve_step_dtype(dtype)
-    device = device or next(model.parameters()).device
-    return profile_step(model, batch_size, seq_len, optimizer, device, simulated=False,
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    applied = applied_config(model)
+    method = applied.method if applied is not None else "full"
+    _, _, options = prepare_step(batch_size, seq_len, dtype or "fp32", applied, options, optimizer, device,
+                                 device.type)
+    check_method_options(method, options, getattr(model, "dtype", torch.float32))
+    apply_options(model, method, options)
+    return profile_step(model, batch_size, seq_len, options, method, device, simulated=False,
                         autocast=autocast_dtype(dtype))
-
