@@ -18,12 +18,13 @@ number. This package gives the real number, broken down, for any model, before r
    ``measure_memory(model, batch, seq)`` runs the standard step (below) on a real model.
 
 2. **Simulate** -- ``simulate_memory(model_or_config, method_config, batch_size, seq_len, dtype,
-   optimizer, device="cuda")``: builds the real ``transformers`` model under ``FakeTensorMode``,
+   options=StepOptions(...))``: builds the real ``transformers`` model under ``FakeTensorMode``,
    applies the method, and runs one training step with the same tracker; nothing is allocated. A
    70B Llama step takes seconds and a few hundred MB. On CPU it matches ``measure_memory`` to the
    byte for every method (tests). The step: AdamW state is created first (as step 1 would), and
    the reported step is the steady-state second one. ``device="cuda"`` models the CUDA allocator's
-   512-byte blocks and PyTorch's ``foreach`` AdamW (one parameter-sized temporary, ``sqrt(v)``);
+   512-byte blocks and the optimizer CUDA runs (``foreach`` AdamW: one parameter-sized temporary,
+   ``sqrt(v)``; QLoRA's default there: paged 8-bit AdamW);
    not modelled: flash-attention kernel choice differences, cuBLAS workspaces, the CUDA context,
    fragmentation. ``model_or_config``: a config, a model, ``"tiny"``, ``"tiny-<type>"``,
    ``"llama-1b|8b|70b|405b"`` (published Llama 3 shapes), a local directory/config.json, a hub id.
