@@ -114,6 +114,8 @@ def _apply(model, method_config):
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     from peftbook.memory import estimate_memory, simulate_memory
     from peftbook.memory.simulate import prepare_step, resolve_config
 
@@ -132,10 +134,15 @@ def run(args) -> int:
         print(f"note: {notes[-1]}", file=sys.stderr)
     simulated = simulate_memory(config, method_config, args.batch, args.seq, args.dtype, options=options)
     estimated = estimate_memory(config, method_config, args.batch, args.seq, args.dtype, options=options)
+    measured = measure(args, method_config) if args.measure else None
     result = {"model": args.model, "method": args.method, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
               "optimizer": args.optimizer, "options": options.to_dict(), "simulated": simulated.to_dict(),
-              "estimated": estimated,
-              "measured": measure(args, method_config) if args.measure else None, "notes": notes}
+              "estimated": estimated, "measured": measured, "simulated_as_measured": None, "notes": notes}
+    measured_on = measured and measured["device"].split(":")[0]
+    if measured_on and measured_on != options.device:
+        # compare like with like: the devices run different optimizer implementations and allocators
+        result["simulated_as_measured"] = simulate_memory(config, method_config, args.batch, args.seq, args.dtype,
+                                                          options=replace(options, device=measured_on)).to_dict()
     if args.json:
         print(strict_json(result, indent=2))
         return 0
@@ -143,7 +150,9 @@ def run(args) -> int:
     checkpointing = ", gradient checkpointing" if options.grad_checkpointing else ""
     print(f"{args.model}, {args.method}, batch {args.batch}, seq {args.seq}, {args.dtype}, {optimizer}{checkpointing}: "
           f"{estimated['num_params']:,} parameters, {estimated['trainable_params']:,} trainable")
-    columns = [("simulated", simulated.to_dict()), ("estimated", estimated)]
+    columns = [(f"simulated ({options.device})", simulated.to_dict()), ("estimated", estimated)]
+    if result["simulated_as_measured"] is not None:
+        columns.append((f"simulated ({measured_on})", result["simulated_as_measured"]))
     if result["measured"] is not None:
         columns.append((f"measured ({result['measured']['device']})", result["measured"]))
     unit, scale = ("GB", 1e9) if simulated.peak_bytes >= 1e9 else ("MB", 1e6)
