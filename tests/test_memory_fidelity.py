@@ -43,3 +43,21 @@ def test_qlora_on_more_shapes(draw):
     config, batch, seq = random_llama_shape(rng)
     row = compare(config, "qlora", StepOptions(device="cpu"), "fp32", batch, seq)
     assert abs(row["error"]) <= 0.05, row
+
+
+@pytest.mark.parametrize("method", ["qlora", "full"])
+def test_the_cpu_allocator_sees_no_more_than_the_tracker(method):
+    """PyTorch's profiler (every CPU allocation, kernel scratch included) against the tracker, on a real step."""
+    import torch
+
+    from peftbook.memory import measure_memory
+    from peftbook.memory.fidelity import allocator_peak
+    from peftbook.memory.simulate import build_model
+    from peftbook.methods import make_config
+
+    config, batch, seq = random_llama_shape(random.Random(SEED))
+    torch.manual_seed(0)
+    model = build_model(config, torch.float32, None if method == "full" else make_config(method))
+    report = measure_memory(model, batch, seq)
+    tracked = report.peak_bytes - report.timeline[0]  # above what existed on entry, as the profiler counts
+    assert abs(allocator_peak(model, batch, seq) - tracked) <= 0.01 * tracked
