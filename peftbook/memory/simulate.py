@@ -15,8 +15,9 @@ QLoRA: the frozen linear layers are replaced, as ``transformers``' bitsandbytes 
 weight and quantization state are made by bitsandbytes' own ``quantize_4bit`` on fake tensors (its
 ops have fake kernels), so the 4-bit storage is counted exactly as on a real device.
 
-Where a GPU differs from this CPU trace (``device="cuda"`` models the first two):
+Where a GPU differs from this CPU trace (``device="cuda"`` models the first three):
 * the CUDA caching allocator rounds every block up to 512 bytes;
+* dropout modules (LoRA's) run ``native_dropout``, whose mask is 1 byte, not the input's dtype;
 * PyTorch's AdamW uses the ``foreach`` implementation on CUDA, with list-wide temporaries, and the
   single-tensor for-loop on CPU (``options.py``: each optimizer name runs what it runs on the device);
 * on CUDA, SDPA picks flash/memory-efficient kernels (no ``[B, heads, S, S]`` matrix); the CPU
@@ -155,6 +156,17 @@ def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Mod
     return model
 
 
+def use_cuda_dropout(model: nn.Module) -> None:
+    """Make the model's ``nn.Dropout`` modules run what CUDA runs: ``native_dropout`` (a 1-byte bool mask).
+
+    ``F.dropout`` takes the fused ``native_dropout`` only for CUDA tensors; on CPU, fake tensors
+    included, it multiplies by a mask of the input's dtype, which a CUDA step does not keep.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            module.forward = lambda x, module=module: torch.native_dropout(x, module.p, module.training)[0]
+
+
 def step_optimizer(implementation: str, model: nn.Module, lr: float = 1e-4):
     """The optimizer of the profiled step: an ``options.IMPLEMENTATIONS`` entry over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -268,6 +280,8 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)
         apply_options(model, method, options)
+        if options.device == "cuda":
+            use_cuda_dropout(model)
         # fake tensors live on CPU; options.device is the device modelled (allocator, optimizer)
         report = profile_step(model, batch_size, seq_len, options, method, "cpu", simulated=True,
                               autocast=autocast_dtype(dtype))
