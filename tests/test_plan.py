@@ -10,7 +10,7 @@ import json
 import pytest
 
 from peftbook.memory import StepOptions, simulate_memory
-from peftbook.memory.plan import Margin, largest_batch, ladder, parse_memory, plan
+from peftbook.memory.planner import Margin, largest_batch, ladder, parse_memory, plan
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +116,7 @@ def test_a_config_json(tmp_path):
     (["--gpu-memory", "24GB", "--dtype", "int3"], "int3"),
 ])
 def test_cli_refuses_bad_input_before_work(argv, words, capsys, monkeypatch):
-    import peftbook.memory.plan as planner
+    import peftbook.memory.planner as planner
     from peftbook.__main__ import main
 
     monkeypatch.setattr(planner, "plan_method", lambda *a, **k: pytest.fail("simulated before checking"))

@@ -6,7 +6,7 @@
 For each trainable method: whether one training step fits at batch 1, which memory-saving options
 it needs (gradient checkpointing, 8-bit AdamW; QLoRA is its own row), and the largest batch that
 fits, from fake-tensor simulations of CUDA steps, after a stated margin for what the simulator
-cannot see (the CUDA context, allocator fragmentation): ``peftbook/memory/plan.py``.
+cannot see (the CUDA context, allocator fragmentation): ``peftbook/memory/planner.py``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from peftbook.memory.plan import MAX_BATCH, format_plan, parse_memory, plan
+    from peftbook.memory.planner import MAX_BATCH, format_plan, parse_memory, plan
 
     gpu_bytes = parse_memory(args.gpu_memory)  # bad input is refused before any simulation
     result = plan(args.model, gpu_bytes, args.seq, args.dtype, args.methods, limit=args.max_batch or MAX_BATCH,

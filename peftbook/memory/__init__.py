@@ -50,12 +50,16 @@ Step options, the same for all three views and the CLI (``options.py``):
 The defaults are what ``train`` does on the device; each optimizer name (``auto``, ``adamw``,
 ``adamw_foreach``, ``adamw_fused``, ``adamw_8bit``, ``paged_adamw_8bit``, ``sgd``) runs the
 implementation that device runs (CPU AdamW: the single-tensor loop; CUDA: ``foreach``).
+
+``plan("llama-8b", "24GB", seq_len=2048)`` (``python -m peftbook plan``, ``planner.py``): for each
+method, whether a step fits, the options it needs and the largest batch, after a stated margin.
 """
 from peftbook.memory.estimate import estimate_memory, rule_of_thumb_bytes
 from peftbook.memory.measure import CATEGORIES, MemoryReport, track_memory
 from peftbook.memory.options import StepOptions
+from peftbook.memory.planner import plan
 from peftbook.memory.simulate import measure_memory, simulate_memory
 from peftbook.memory.table import rule_of_thumb_table, simulate_by_depth
 
 __all__ = ["CATEGORIES", "MemoryReport", "StepOptions", "track_memory", "simulate_memory", "measure_memory", "estimate_memory",
-           "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth"]
+           "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth", "plan"]

@@ -32,7 +32,7 @@ What this cannot check, and what to expect on CUDA instead (``device="cuda"`` mo
   layer also kept its input for backward (tens of percent more activations for QLoRA: the
   published QLoRA measurements in issue 17 were made with 0.41/0.42);
 * outside ``memory_allocated`` altogether: the CUDA context (~0.3-0.5 GB), cuBLAS workspaces and
-  the allocator's fragmentation (``reserved`` > ``allocated``): the planner's margin (``plan.py``).
+  the allocator's fragmentation (``reserved`` > ``allocated``): the planner's margin (``planner.py``).
 """
 from __future__ import annotations
 
