@@ -204,3 +204,17 @@ def test_cli_measure_compares_with_the_measuring_devices_simulation(capsys):
     assert result["measured"]["device"] == "cpu"
     assert result["simulated_as_measured"]["peak_bytes"] == result["measured"]["peak_bytes"]
     assert result["simulated"]["peak_bytes"] > 1.1 * result["measured"]["peak_bytes"]  # cuda: + sqrt(v) of all
+
+
+def test_no_cache_and_checkpointing_keep_the_real_masks():
+    """Without a KV cache transformers checks the position ids for packed sequences; on fake tensors it
+    could not, and built a full S x S mask the real step never has (found by notebook 00)."""
+    config = tiny_random_config("llama")
+    cached = simulate_memory(config, "lora", BATCH, 64, "fp32", device="cpu").peak_bytes
+    config.use_cache = False
+    assert simulate_memory(config, "lora", BATCH, 64, "fp32", device="cpu").peak_bytes == cached
+    checkpointed = StepOptions(grad_checkpointing=True, device="cpu")
+    simulate_memory(config, "lora", BATCH, 64, "fp32", options=checkpointed)
+    assert config.use_cache is False and not getattr(config, "gradient_checkpointing", False)  # not written to
+    measured, simulated = measured_and_simulated("lora", checkpointed)
+    assert simulated.peak_bytes == measured.peak_bytes

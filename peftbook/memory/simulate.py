@@ -27,8 +27,9 @@ Where a GPU differs from this CPU trace (``device="cuda"`` models the first thre
 """
 from __future__ import annotations
 
+import copy
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -153,8 +154,28 @@ def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Mod
         with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable
             warnings.simplefilter("ignore", FutureWarning)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False  # what transformers sets itself under checkpointing (with a warning)
     return model
+
+
+@contextmanager
+def masks_decided_as_on_real_tensors():
+    """Let transformers skip the causal mask under fake tensors where it skips it on real ones.
+
+    SDPA runs causal attention without a mask (``is_causal=True``) unless sequences are packed into one
+    row. Without a KV cache (``use_cache=False``, which transformers forces under gradient
+    checkpointing) transformers looks for packing in the position ids
+    (``masking_utils.find_packed_sequence_indices``); it cannot read fake ones, assumes packing and
+    builds the full ``S x S`` mask, which changes the attention kernel too. The simulated step's
+    position ids are ``0..S-1`` in every row, one sequence each, which is what the real check finds.
+    """
+    from transformers import masking_utils
+
+    find = masking_utils.find_packed_sequence_indices
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None  # one sequence per row
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = find
 
 
 def use_cuda_dropout(model: nn.Module) -> None:
@@ -276,7 +297,7 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
 
     torch_dtype, method_config, options = prepare_step(batch_size, seq_len, dtype, method_config, options,
                                                        optimizer, device, "cuda")
-    config = resolve_config(model_or_config)
+    config = copy.deepcopy(resolve_config(model_or_config))  # building and options may write to it
     method = method_name(method_config)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)
@@ -284,8 +305,9 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
         if options.device == "cuda":
             use_cuda_dropout(model)
         # fake tensors live on CPU; options.device is the device modelled (allocator, optimizer)
-        report = profile_step(model, batch_size, seq_len, options, method, "cpu", simulated=True,
-                              autocast=autocast_dtype(dtype))
+        with masks_decided_as_on_real_tensors():
+            report = profile_step(model, batch_size, seq_len, options, method, "cpu", simulated=True,
+                                  autocast=autocast_dtype(dtype))
     report.device = f"{options.device} (simulated)"
     report.notes.append("steady-state step (the second): the optimizer state exists on entry")
     if get_method(method).memory.quantized_base:
