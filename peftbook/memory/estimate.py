@@ -77,7 +77,8 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     """Bytes autograd keeps from the forward for the backward, plus the loss's fp32 logits and grad.
 
     Under gradient checkpointing each decoder layer keeps only its input (``tokens * hidden``), and
-    backward recomputes one layer at a time: ``layers * input + one layer's activations``.
+    backward recomputes one layer at a time once the head's backward is done:
+    ``layers * input + max(one layer's activations, the head's)``.
     """
     options = options or StepOptions()
     dims = model_dims(config)
@@ -137,8 +138,9 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     head = head_tokens * dims["vocab_size"] * (4 + 4 + 4)
     if getattr(config, "final_logit_softcapping", None):
         head += tokens * dims["vocab_size"] * p  # tanh(logits / cap), kept
-    if options.grad_checkpointing:  # each layer keeps its input; backward rebuilds one layer at a time
-        return int(layers * tokens * dims["hidden_size"] * p + per_layer + head)
+    if options.grad_checkpointing:  # each layer keeps its input; backward rebuilds one layer at a time,
+        # after the head's backward has freed its tensors: the larger of the two sets the peak
+        return int(layers * tokens * dims["hidden_size"] * p + max(per_layer, head))
     return int(layers * per_layer + head)
 
 
