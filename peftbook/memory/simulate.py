@@ -154,6 +154,7 @@ def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Mod
         with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable
             warnings.simplefilter("ignore", FutureWarning)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # what transformers does itself under checkpointing, saying so on stderr
     return model
 
 
