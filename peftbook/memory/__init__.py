@@ -61,5 +61,5 @@ from peftbook.memory.planner import plan
 from peftbook.memory.simulate import measure_memory, simulate_memory
 from peftbook.memory.table import rule_of_thumb_table, simulate_by_depth
 
-__all__ = ["CATEGORIES", "MemoryReport", "StepOptions", "track_memory", "simulate_memory", "measure_memory", "estimate_memory",
-           "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth", "plan"]
+__all__ = ["CATEGORIES", "MemoryReport", "StepOptions", "track_memory", "simulate_memory", "measure_memory",
+           "estimate_memory", "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth", "plan"]

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
-from peftbook.memory.options import (DEVICES, OPTIMIZERS, StepOptions, check_method_options, chunked_loss_function,
+from peftbook.memory.options import (StepOptions, check_method_options, chunked_loss_function,
                                      make_step_optimizer, resolve_optimizer, step_options)
 from peftbook.methods import apply, get_method, make_config, method_of
 from peftbook.surgery import applied_config
