@@ -52,6 +52,8 @@ OPTION_GRID = (
     ("adamw foreach", StepOptions(optimizer="adamw_foreach", device="cpu"), "fp32"),
     ("adamw fused", StepOptions(optimizer="adamw_fused", device="cpu"), "fp32"),
     ("adamw 8-bit", StepOptions(optimizer="adamw_8bit", device="cpu"), "fp32"),
+    # bitsandbytes pages nothing on CPU (it says so and allocates plainly): the name runs, the bytes are 8-bit's
+    ("paged adamw 8-bit", StepOptions(optimizer="paged_adamw_8bit", device="cpu"), "fp32"),
     ("sgd", StepOptions(optimizer="sgd", device="cpu"), "fp32"),
     ("fp32 adapter, bf16 base", StepOptions(adapter_dtype="fp32", device="cpu"), "bf16"),
 )
