@@ -45,8 +45,9 @@ def render(rows: list[dict], qlora: list[dict], seed: int) -> str:
         START,
         f"`python benchmarks/memory_fidelity.py --seed {seed} --qlora-draws {len(qlora)} --update-readme` "
         f"(torch {torch.__version__}, transformers {transformers.__version__}, bitsandbytes "
-        f"{bitsandbytes.__version__}, {platform.machine()} CPU): {len(rows) + len(qlora)} comparisons, largest "
-        f"error {100 * worst['error']:+.2f}% ({worst['method']}, {worst['option']}).",
+        f"{bitsandbytes.__version__}, {platform.machine()} CPU): {len(rows) + len(qlora)} comparisons, "
+        + (f"largest error {100 * worst['error']:+.2f}% ({worst['method']}, {worst['option']})."
+           if worst["simulated_bytes"] != worst["measured_bytes"] else "every one equal to the byte."),
         "", format_fidelity(rows), "", "QLoRA on more shapes:", "", format_fidelity(qlora), END])
 
 
