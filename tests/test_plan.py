@@ -86,6 +86,19 @@ def test_plan_says_when_nothing_fits(lora_peaks):
     assert [t["adds"] for t in result["methods"][1]["tried"]] == ["defaults", "8-bit AdamW"]
 
 
+def test_lora_that_does_not_fit_points_to_qlora():
+    from transformers import LlamaConfig
+
+    wide = LlamaConfig(hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
+                       vocab_size=256, max_position_embeddings=64)  # weights outweigh a short step's activations
+    lora = simulate_memory(wide, "lora", 1, 8, "bf16", options=StepOptions(grad_checkpointing=True,
+                                                                           optimizer="adamw_8bit")).peak_bytes
+    qlora = simulate_memory(wide, "qlora", 1, 8, "bf16").peak_bytes
+    assert qlora < lora
+    rows = plan(wide, (lora + qlora) // 2, 8, methods=["lora", "qlora"], margin=NO_MARGIN, limit=2)["methods"]
+    assert [(r["method"], r["fits"], r["instead"]) for r in rows] == [("lora", False, "qlora"), ("qlora", True, None)]
+
+
 def test_the_margin_is_taken_off():
     margin = Margin()
     assert margin.usable(24e9) == pytest.approx(24e9 * 0.92 - 0.5e9)

@@ -42,7 +42,8 @@ from peftbook.methods import TRAINABLE_METHODS
 UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30,
          "tib": 2 ** 40}
 UNIT_NAMES = ("B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB")  # as written; matched case-insensitively
-MAX_BATCH = 4096  # the search stops here: "at least 4096" is answer enough
+MAX_BATCH = 4096
+QUANTIZED_VARIANT = {"lora": "qlora"}  # a method -> the same method on a 4-bit base  # the search stops here: "at least 4096" is answer enough
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,10 @@ def plan(model_or_config, gpu_memory, seq_len: int = 2048, dtype: str = "bf16", 
         rows.append(plan_method(config, method, gpu_bytes, seq_len, dtype, margin, limit))
         if progress is not None:
             progress(rows[-1])
+    by_method = {row["method"]: row for row in rows}
+    for method, row in by_method.items():  # "LoRA needs QLoRA": a method that does not fit, its 4-bit variant does
+        quantized = QUANTIZED_VARIANT.get(method)
+        row["instead"] = quantized if not row["fits"] and by_method.get(quantized, {}).get("fits") else None
     from peftbook.methods.full import num_parameters
 
     return {"model": str(model_or_config) if isinstance(model_or_config, str) else config.model_type,
@@ -193,6 +198,8 @@ def format_plan(result: dict) -> str:
         else:
             needs = "no fit, even with " + " + ".join(t["adds"] for t in row["tried"][1:]) if len(row["tried"]) > 1 \
                 else "no fit"
+            if row.get("instead"):
+                needs = f"no fit; {row['instead']} fits"
         batch, most = (f">= {b}" if b == result["max_batch_searched"] else str(b)
                        for b in (row["largest_batch"], row["largest_batch_all_savings"]))
         lines.append(f"{row['method']:<14} {'yes' if row['fits'] else 'no':<5} {needs:<58} "
