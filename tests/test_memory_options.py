@@ -53,6 +53,15 @@ def test_auto_is_what_train_builds():
     assert StepOptions() == StepOptions(grad_checkpointing=False, optimizer="auto", adapter_dtype="base")
 
 
+def test_options_of_a_train_config():
+    from peftbook.memory.options import options_of
+    from peftbook.train import TrainConfig
+
+    options = options_of(TrainConfig(grad_checkpointing=True, optimizer="paged_adamw_8bit"), torch.device("cpu"))
+    assert options == StepOptions(grad_checkpointing=True, optimizer="paged_adamw_8bit", device="cpu")
+    assert options_of(TrainConfig(), "cuda") == StepOptions(device="cuda")
+
+
 # -- every optimizer implementation: simulated == measured on CPU ------------------------------
 @pytest.mark.parametrize("optimizer", [o for o in OPTIMIZERS if o != "paged_adamw_8bit"])
 @pytest.mark.parametrize("method", ["full", "lora"])

@@ -117,6 +117,18 @@ def step_options(options: StepOptions | dict | None = None, optimizer: str | Non
     return options if options.device else replace(options, device=default_device)
 
 
+def options_of(train_config, device) -> StepOptions:
+    """The ``StepOptions`` of a ``train`` run with ``train_config`` (a ``TrainConfig``) on ``device``.
+
+    Reads the fields of the same meaning; those a ``TrainConfig`` does not have yet (``adapter_dtype``,
+    ``loss_chunk_tokens``) take the defaults, which is what ``train`` does without them.
+    """
+    return StepOptions(grad_checkpointing=train_config.grad_checkpointing, optimizer=train_config.optimizer,
+                       adapter_dtype=getattr(train_config, "adapter_dtype", "base"),
+                       loss_chunk_tokens=getattr(train_config, "loss_chunk_tokens", None),
+                       device=device_type(device)).validate()
+
+
 def device_type(device) -> str | None:
     """``"cuda"`` or ``"cpu"`` from a name (``"cuda:1"`` too) or a ``torch.device``; None stays None."""
     if device is None:
