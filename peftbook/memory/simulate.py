@@ -255,8 +255,8 @@ def profile_step(model, batch_size: int, seq_len: int, options: StepOptions, met
     input_ids = torch.randint(0, vocab, (batch_size, seq_len), device=device)
     model.train()
     prime_optimizer(opt)
-    with track_memory(options.device, model=model, optimizer=opt, extra=[input_ids],
-                      simulated=simulated) as mem:
+    tracked = options.device if simulated else device  # a real run: its own device (cuda:1 stays cuda:1)
+    with track_memory(tracked, model=model, optimizer=opt, extra=[input_ids], simulated=simulated) as mem:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bitsandbytes' paged-on-CPU note; checkpointing's use_cache note
             training_step(model, opt, input_ids, mem, autocast, options.loss_chunk_tokens)
