@@ -22,10 +22,11 @@ What this cannot check, and what to expect on CUDA instead (``device="cuda"`` mo
   memory"); for a full fine-tune whose peak is the optimizer step that is +1 of the ~4 parameter
   sizes (fp32 AdamW: weights, grads, 2 moments), up to +25% of the peak; PEFT methods: < 1%;
 * the allocator's 512-byte blocks: +0-511 bytes per tensor, nothing for large models;
-* the attention kernel: CUDA's SDPA picks flash / memory-efficient kernels that keep a
-  ``(B, heads, S)`` log-sum-exp instead of anything ``S x S``; the CPU kernels here keep the same
-  small tensors for these short sequences, so the trace agrees; ``attn_implementation="eager"``
-  keeps the ``S x S`` scores on both;
+* the attention kernel: CUDA's SDPA picks flash / memory-efficient kernels that keep the output
+  and a ``(B, heads, S)`` log-sum-exp, nothing ``S x S``; the CPU trace runs PyTorch's CPU flash
+  kernel (``aten._scaled_dot_product_flash_attention_for_cpu``, checked), which keeps the same, so
+  we expect agreement up to the memory-efficient kernel's padding of that log-sum-exp (tens of
+  bytes per head and row); ``attn_implementation="eager"`` keeps the ``S x S`` scores on both;
 * bitsandbytes' 4-bit CUDA kernels: the same dequantize-then-matmul for training batches (its
   ``MatMul4Bit`` dequantizes the whole weight to the compute dtype, as the CPU path traced here),
   so the temporary of one dequantized weight is in the trace; before bitsandbytes 0.43.2 each
