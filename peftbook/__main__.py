@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from peftbook.commands import bench, fetch, fewshot, info, memory, notebooks, run, tiny, train
+from peftbook.commands import bench, fetch, fewshot, info, memory, notebooks, plan, run, tiny, train
 from peftbook.commands import eval as evaluate
 from peftbook.errors import PeftbookError, one_line
 
-COMMANDS = (info, run, tiny, fetch, fewshot, train, evaluate, memory, bench, notebooks)  # in the order of --help
+COMMANDS = (info, run, tiny, fetch, fewshot, train, evaluate, memory, plan, bench, notebooks)  # in the order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,15 +32,37 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 | mixed (fp32 weights, bf16 autocast)")
-    parser.add_argument("--optimizer", default="adamw", help="adamw | sgd")
-    parser.add_argument("--simulate-device", default="cuda",
-                        help="the device the simulation models: cuda (default) or cpu")
+    add_step_option_flags(parser)
     parser.add_argument("--measure", action="store_true",
                         help="also run the step for real (CUDA if available, else CPU)")
     parser.add_argument("--table", action="store_true",
                         help="print the rule-of-thumb table (Llama 1B-405B, every method, seq 512 and 2048)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
+
+
+def add_step_option_flags(parser) -> None:
+    """The ``StepOptions`` flags, shared with ``plan``."""
+    from peftbook.memory.options import OPTIMIZERS
+
+    parser.add_argument("--optimizer", default="auto",
+                        help=f"{' | '.join(OPTIMIZERS)} (auto: what train uses on the device)")
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="recompute each decoder layer in backward (keeps only the layers' inputs)")
+    parser.add_argument("--adapter-dtype", default="base", help="base | fp32 (fp32 adapter weights on a 16-bit base)")
+    parser.add_argument("--loss-chunk-tokens", type=int, default=None,
+                        help="LM head + cross-entropy this many tokens at a time (default: all at once)")
+    parser.add_argument("--simulate-device", default="cuda",
+                        help="the device the simulation models: cuda (default) or cpu")
+
+
+def step_options_from_args(args, device=None):
+    """``StepOptions`` from the flags (validated), on ``device`` or the simulated device."""
+    from peftbook.memory.options import StepOptions
+
+    return StepOptions(grad_checkpointing=args.grad_checkpointing, optimizer=args.optimizer,
+                       adapter_dtype=args.adapter_dtype, loss_chunk_tokens=args.loss_chunk_tokens,
+                       device=device or args.simulate_device).validate()
 
 
 def method_config_from_args(args):
@@ -78,7 +100,8 @@ def measure(args, method_config) -> dict:
     else:
         model, _ = load_model(name, dtype=weights_dtype, device=device)
         model = _apply(model, method_config)
-    report = measure_memory(model, args.batch, args.seq, args.optimizer, device=device, dtype=args.dtype)
+    options = step_options_from_args(args, torch.device(device).type)
+    report = measure_memory(model, args.batch, args.seq, device=device, dtype=args.dtype, options=options)
     return report.to_dict()
 
 
@@ -91,34 +114,45 @@ def _apply(model, method_config):
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     from peftbook.memory import estimate_memory, simulate_memory
-    from peftbook.memory.simulate import check_step_args, resolve_config, resolve_step_dtype
+    from peftbook.memory.simulate import prepare_step, resolve_config
 
     if args.table:
         return run_table(args)
     # every check before any heavy work
-    check_step_args(args.batch, args.seq, args.optimizer, args.simulate_device)
-    resolve_step_dtype(args.dtype)
+    options = step_options_from_args(args)
     method_config = method_config_from_args(args)
+    _, method_config, options = prepare_step(args.batch, args.seq, args.dtype, method_config, options, None, None,
+                                             "cuda")
     config = resolve_config(args.model)
     context = getattr(config, "max_position_embeddings", None)
     notes = []
     if context and args.seq > context:  # allowed (a what-if), but say so: the model was never trained that long
         notes.append(f"--seq {args.seq} is {args.seq / context:.3g}x {args.model}'s context of {context} tokens")
         print(f"note: {notes[-1]}", file=sys.stderr)
-    simulated = simulate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
-                                device=args.simulate_device)
-    estimated = estimate_memory(config, method_config, args.batch, args.seq, args.dtype, args.optimizer,
-                                device=args.simulate_device)
+    simulated = simulate_memory(config, method_config, args.batch, args.seq, args.dtype, options=options)
+    estimated = estimate_memory(config, method_config, args.batch, args.seq, args.dtype, options=options)
+    measured = measure(args, method_config) if args.measure else None
     result = {"model": args.model, "method": args.method, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
-              "optimizer": args.optimizer, "simulated": simulated.to_dict(), "estimated": estimated,
-              "measured": measure(args, method_config) if args.measure else None, "notes": notes}
+              "optimizer": args.optimizer, "options": options.to_dict(), "simulated": simulated.to_dict(),
+              "estimated": estimated, "measured": measured, "simulated_as_measured": None, "notes": notes}
+    measured_on = measured and measured["device"].split(":")[0]
+    if measured_on and measured_on != options.device:
+        # compare like with like: the devices run different optimizer implementations and allocators
+        result["simulated_as_measured"] = simulate_memory(config, method_config, args.batch, args.seq, args.dtype,
+                                                          options=replace(options, device=measured_on)).to_dict()
     if args.json:
         print(strict_json(result, indent=2))
         return 0
-    print(f"{args.model}, {args.method}, batch {args.batch}, seq {args.seq}, {args.dtype}, {args.optimizer}: "
+    optimizer = next(n for n in simulated.notes if n.startswith("optimizer: ")).removeprefix("optimizer: ")
+    checkpointing = ", gradient checkpointing" if options.grad_checkpointing else ""
+    print(f"{args.model}, {args.method}, batch {args.batch}, seq {args.seq}, {args.dtype}, {optimizer}{checkpointing}: "
           f"{estimated['num_params']:,} parameters, {estimated['trainable_params']:,} trainable")
-    columns = [("simulated", simulated.to_dict()), ("estimated", estimated)]
+    columns = [(f"simulated ({options.device})", simulated.to_dict()), ("estimated", estimated)]
+    if result["simulated_as_measured"] is not None:
+        columns.append((f"simulated ({measured_on})", result["simulated_as_measured"]))
     if result["measured"] is not None:
         columns.append((f"measured ({result['measured']['device']})", result["measured"]))
     unit, scale = ("GB", 1e9) if simulated.peak_bytes >= 1e9 else ("MB", 1e6)
@@ -131,13 +165,12 @@ def run(args) -> int:
 
 
 def run_table(args) -> int:
-    from peftbook.memory.simulate import check_step_args, resolve_step_dtype
+    from peftbook.memory.simulate import prepare_step
     from peftbook.memory.table import format_table, rule_of_thumb_table
 
-    check_step_args(args.batch, 1, args.optimizer, args.simulate_device)
-    resolve_step_dtype(args.dtype)
-    rows = rule_of_thumb_table(batch_size=args.batch, dtype=args.dtype, optimizer=args.optimizer,
-                               device=args.simulate_device)
+    options = step_options_from_args(args)
+    prepare_step(args.batch, 1, args.dtype, None, options, None, None, "cuda")
+    rows = rule_of_thumb_table(batch_size=args.batch, dtype=args.dtype, options=options)
     if args.json:
         print(strict_json(rows, indent=2))
     else:

@@ -18,12 +18,13 @@ number. This package gives the real number, broken down, for any model, before r
    ``measure_memory(model, batch, seq)`` runs the standard step (below) on a real model.
 
 2. **Simulate** -- ``simulate_memory(model_or_config, method_config, batch_size, seq_len, dtype,
-   optimizer, device="cuda")``: builds the real ``transformers`` model under ``FakeTensorMode``,
+   options=StepOptions(...))``: builds the real ``transformers`` model under ``FakeTensorMode``,
    applies the method, and runs one training step with the same tracker; nothing is allocated. A
    70B Llama step takes seconds and a few hundred MB. On CPU it matches ``measure_memory`` to the
    byte for every method (tests). The step: AdamW state is created first (as step 1 would), and
    the reported step is the steady-state second one. ``device="cuda"`` models the CUDA allocator's
-   512-byte blocks and PyTorch's ``foreach`` AdamW (one parameter-sized temporary, ``sqrt(v)``);
+   512-byte blocks and the optimizer CUDA runs (``foreach`` AdamW: one parameter-sized temporary,
+   ``sqrt(v)``; QLoRA's default there: paged 8-bit AdamW);
    not modelled: flash-attention kernel choice differences, cuBLAS workspaces, the CUDA context,
    fragmentation. ``model_or_config``: a config, a model, ``"tiny"``, ``"tiny-<type>"``,
    ``"llama-1b|8b|70b|405b"`` (published Llama 3 shapes), a local directory/config.json, a hub id.
@@ -41,12 +42,24 @@ gradients (4 B) and two fp32 Adam states (8 B), and nothing else; pure bf16 trai
 (like the activations, small next to 8B parameters at batch 1) the rule ignores.
 
 dtypes: ``"bf16"``, ``"fp16"``, ``"fp32"`` (everything in that dtype) and ``"mixed"`` (fp32
-weights/gradients/AdamW state, bf16 autocast forward). Optimizers: ``"adamw"``, ``"sgd"``.
+weights/gradients/AdamW state, bf16 autocast forward).
+
+Step options, the same for all three views and the CLI (``options.py``):
+``StepOptions(grad_checkpointing, optimizer, adapter_dtype, loss_chunk_tokens, device)``, e.g.
+``simulate_memory("llama-8b", "lora", 4, 2048, options=StepOptions(grad_checkpointing=True))``.
+The defaults are what ``train`` does on the device; each optimizer name (``auto``, ``adamw``,
+``adamw_foreach``, ``adamw_fused``, ``adamw_8bit``, ``paged_adamw_8bit``, ``sgd``) runs the
+implementation that device runs (CPU AdamW: the single-tensor loop; CUDA: ``foreach``).
+
+``plan("llama-8b", "24GB", seq_len=2048)`` (``python -m peftbook plan``, ``planner.py``): for each
+method, whether a step fits, the options it needs and the largest batch, after a stated margin.
 """
 from peftbook.memory.estimate import estimate_memory, rule_of_thumb_bytes
 from peftbook.memory.measure import CATEGORIES, MemoryReport, track_memory
+from peftbook.memory.options import StepOptions
+from peftbook.memory.planner import plan
 from peftbook.memory.simulate import measure_memory, simulate_memory
 from peftbook.memory.table import rule_of_thumb_table, simulate_by_depth
 
-__all__ = ["CATEGORIES", "MemoryReport", "track_memory", "simulate_memory", "measure_memory", "estimate_memory",
-           "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth"]
+__all__ = ["CATEGORIES", "MemoryReport", "StepOptions", "track_memory", "simulate_memory", "measure_memory",
+           "estimate_memory", "rule_of_thumb_bytes", "rule_of_thumb_table", "simulate_by_depth", "plan"]

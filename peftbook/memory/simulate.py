@@ -15,9 +15,11 @@ QLoRA: the frozen linear layers are replaced, as ``transformers``' bitsandbytes 
 weight and quantization state are made by bitsandbytes' own ``quantize_4bit`` on fake tensors (its
 ops have fake kernels), so the 4-bit storage is counted exactly as on a real device.
 
-Where a GPU differs from this CPU trace (``device="cuda"`` models the first two):
+Where a GPU differs from this CPU trace (``device="cuda"`` models the first three):
 * the CUDA caching allocator rounds every block up to 512 bytes;
-* PyTorch's AdamW uses the ``foreach`` implementation on CUDA, with list-wide temporaries;
+* dropout modules (LoRA's) run ``native_dropout``, whose mask is 1 byte, not the input's dtype;
+* PyTorch's AdamW uses the ``foreach`` implementation on CUDA, with list-wide temporaries, and the
+  single-tensor for-loop on CPU (``options.py``: each optimizer name runs what it runs on the device);
 * on CUDA, SDPA picks flash/memory-efficient kernels (no ``[B, heads, S, S]`` matrix); the CPU
   trace uses whatever the CPU dispatcher picks, and ``attn_implementation="eager"`` keeps the matrix;
 * cuBLAS workspaces, the CUDA context (~0.3-0.5 GB, never in ``memory_allocated``) and
@@ -25,19 +27,22 @@ Where a GPU differs from this CPU trace (``device="cuda"`` models the first two)
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+import copy
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
+from peftbook.memory.options import (StepOptions, check_method_options, chunked_loss_function,
+                                     make_step_optimizer, resolve_optimizer, step_options)
 from peftbook.methods import apply, get_method, make_config, method_of
+from peftbook.surgery import applied_config
 
 # "mixed": fp32 weights, gradients and AdamW state, forward under bf16 autocast (mixed precision)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "mixed": torch.float32}
-OPTIMIZERS = ("adamw", "sgd")
-DEVICES = ("cpu", "cuda")
 BUILTIN_SHAPES = {"llama-1b": "1B", "llama-8b": "8B", "llama-70b": "70B", "llama-405b": "405B"}
 
 
@@ -96,16 +101,6 @@ def resolve_step_dtype(dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def check_step_args(batch_size, seq_len, optimizer, device) -> None:
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer {optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
-    if str(device) not in DEVICES:
-        raise ValueError(f"device {device!r} is not allowed; allowed: {', '.join(DEVICES)}")
-
-
 def resolve_method_config(method_config):
     """A validated method config from a config, a method name (its default config) or None (full fine-tuning)."""
     if method_config is None:
@@ -145,15 +140,62 @@ def build_model(config, dtype: torch.dtype, method_config=None, attn_implementat
 
 
 # -- one training step -----------------------------------------------------------------------
-def step_optimizer(name: str, model: nn.Module, device_type: str, lr: float = 1e-4):
-    """The optimizer of the profiled step, as PyTorch builds it on ``device_type`` (foreach on CUDA)."""
+def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Module:
+    """Make ``model`` run the step ``options`` describe: fp32 adapter weights, gradient checkpointing.
+
+    Done as ``train`` does it (``gradient_checkpointing_enable`` with non-reentrant checkpoints, after
+    the method is applied); works on real and fake models alike.
+    """
+    if options.adapter_dtype == "fp32" and method != "full":
+        for parameter in model.parameters():
+            if parameter.requires_grad and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
+    if options.grad_checkpointing:
+        with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable
+            warnings.simplefilter("ignore", FutureWarning)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # what transformers does itself under checkpointing, saying so on stderr
+    return model
+
+
+@contextmanager
+def masks_decided_as_on_real_tensors():
+    """Let transformers skip the causal mask under fake tensors where it skips it on real ones.
+
+    SDPA runs causal attention without a mask (``is_causal=True``) unless sequences are packed into one
+    row. Without a KV cache (``use_cache=False``, which transformers forces under gradient
+    checkpointing) transformers looks for packing in the position ids
+    (``masking_utils.find_packed_sequence_indices``); it cannot read fake ones, assumes packing and
+    builds the full ``S x S`` mask, which changes the attention kernel too. The simulated step's
+    position ids are ``0..S-1`` in every row, one sequence each, which is what the real check finds.
+    """
+    from transformers import masking_utils
+
+    find = masking_utils.find_packed_sequence_indices
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None  # one sequence per row
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = find
+
+
+def use_cuda_dropout(model: nn.Module) -> None:
+    """Make the model's ``nn.Dropout`` modules run what CUDA runs: ``native_dropout`` (a 1-byte bool mask).
+
+    ``F.dropout`` takes the fused ``native_dropout`` only for CUDA tensors; on CPU, fake tensors
+    included, it multiplies by a mask of the input's dtype, which a CUDA step does not keep.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            module.forward = lambda x, module=module: torch.native_dropout(x, module.p, module.training)[0]
+
+
+def step_optimizer(implementation: str, model: nn.Module, lr: float = 1e-4):
+    """The optimizer of the profiled step: an ``options.IMPLEMENTATIONS`` entry over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: nothing to optimize")
-    foreach = device_type == "cuda"  # PyTorch's own default: foreach on CUDA, a for-loop on CPU
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, foreach=foreach)
-    return torch.optim.SGD(params, lr=lr, foreach=foreach)
+    return make_step_optimizer(implementation, params, lr)
 
 
 def prime_optimizer(optimizer) -> None:
@@ -168,16 +210,26 @@ def prime_optimizer(optimizer) -> None:
     lrs = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = 0.0  # AdamW's decoupled weight decay would still move the weights otherwise
-    optimizer.step()
+    with warnings.catch_warnings():  # bitsandbytes: "Paged optimizers are not supported on CPU"
+        warnings.simplefilter("ignore")
+        optimizer.step()
     for group, lr in zip(optimizer.param_groups, lrs):
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
 
 
-def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype | None = None) -> None:
-    """Forward (causal LM loss on the inputs, under autocast if given), backward, optimizer step, zero_grad."""
+def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype | None = None,
+                  loss_chunk_tokens: int | None = None) -> None:
+    """Forward (causal LM loss on the inputs, under autocast if given), backward, optimizer step, zero_grad.
+
+    ``loss_chunk_tokens``: the loss from ``peftbook.lm_loss.causal_lm_loss`` (LM head + cross-entropy
+    that many tokens at a time) instead of the model's own (all logits at once).
+    """
     with torch.autocast(input_ids.device.type, dtype=autocast) if autocast else nullcontext():
-        loss = model(input_ids=input_ids, labels=input_ids).loss
+        if loss_chunk_tokens is None:
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+        else:
+            loss = chunked_loss_function()(model, input_ids, input_ids, chunk_tokens=loss_chunk_tokens)
     if mem is not None:
         mem.mark("backward")
     loss.backward()
@@ -190,28 +242,43 @@ def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype |
     optimizer.zero_grad(set_to_none=True)
 
 
-def profile_step(model, batch_size: int, seq_len: int, optimizer: str = "adamw", device="cpu",
-                 simulated: bool = False, as_device=None, autocast: torch.dtype | None = None) -> MemoryReport:
+def profile_step(model, batch_size: int, seq_len: int, options: StepOptions, method: str, device="cpu",
+                 simulated: bool = False, autocast: torch.dtype | None = None) -> MemoryReport:
     """Create the optimizer's state, then track one step: the steady-state step's memory.
 
-    ``as_device``: the device modelled (allocator rounding, foreach optimizer); default ``device``.
+    ``device``: where the tensors are (CPU for fake ones); ``options.device``: the device modelled
+    (allocator rounding, the optimizer implementation it runs).
     """
-    device = torch.device(device)
-    as_device = torch.device(as_device or device)
-    opt = step_optimizer(optimizer, model, as_device.type)
+    implementation = resolve_optimizer(options.optimizer, method, options.device)
+    opt = step_optimizer(implementation, model)
     vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size")
     input_ids = torch.randint(0, vocab, (batch_size, seq_len), device=device)
     model.train()
     prime_optimizer(opt)
-    with track_memory(as_device, model=model, optimizer=opt, extra=[input_ids],
-                      simulated=simulated) as mem:
-        training_step(model, opt, input_ids, mem, autocast)
+    tracked = options.device if simulated else device  # a real run: its own device (cuda:1 stays cuda:1)
+    with track_memory(tracked, model=model, optimizer=opt, extra=[input_ids], simulated=simulated) as mem:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bitsandbytes' paged-on-CPU note; checkpointing's use_cache note
+            training_step(model, opt, input_ids, mem, autocast, options.loss_chunk_tokens)
+    mem.report.notes.append(f"optimizer: {implementation}")
     return mem.report
 
 
+def prepare_step(batch_size, seq_len, dtype, method_config, options, optimizer, device, default_device):
+    """Validate every argument of a step, before any work: (torch dtype, method config, options)."""
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    options = step_options(options, optimizer, device, default_device)
+    torch_dtype = resolve_step_dtype(dtype)
+    method_config = resolve_method_config(method_config)
+    check_method_options(method_name(method_config), options, torch_dtype)
+    return torch_dtype, method_config, options
+
+
 def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, seq_len: int = 512,
-                    dtype="bf16", optimizer: str = "adamw", *, device: str = "cuda",
-                    attn_implementation: str | None = None) -> MemoryReport:
+                    dtype="bf16", optimizer: str | None = None, *, device: str | None = None,
+                    options: StepOptions | dict | None = None, attn_implementation: str | None = None) -> MemoryReport:
     """Peak memory of one steady-state training step, by category, traced on fake tensors.
 
     Args:
@@ -221,39 +288,48 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
         batch_size, seq_len: the batch of token ids (labels = inputs).
         dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"``: weights, gradients, optimizer state and activations
             all in that dtype; ``"mixed"``: fp32 weights/gradients/AdamW state, bf16 autocast forward.
-        optimizer: ``"adamw"`` or ``"sgd"`` (no momentum).
-        device: the device simulated: ``"cuda"`` (512 B allocator blocks, foreach AdamW) or ``"cpu"``.
+        optimizer, device: shorthands for ``options.optimizer`` and ``options.device``.
+        options: ``StepOptions`` (or a dict of its fields): gradient checkpointing, the optimizer
+            (default ``"auto"``: what ``train`` uses on the device), adapter dtype, chunked loss, and
+            the device simulated (default ``"cuda"``: 512 B allocator blocks, its optimizer kernels).
         attn_implementation: passed to ``transformers`` (``"eager"``, ``"sdpa"``); default: its own.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    check_step_args(batch_size, seq_len, optimizer, device)
-    torch_dtype = resolve_step_dtype(dtype)
-    method_config = resolve_method_config(method_config)
-    config = resolve_config(model_or_config)
+    torch_dtype, method_config, options = prepare_step(batch_size, seq_len, dtype, method_config, options,
+                                                       optimizer, device, "cuda")
+    config = copy.deepcopy(resolve_config(model_or_config))  # building and options may write to it
+    method = method_name(method_config)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)
-        # fake tensors live on CPU; ``as_device`` models the simulated device's allocator and optimizer
-        report = profile_step(model, batch_size, seq_len, optimizer, "cpu", simulated=True, as_device=device,
-                              autocast=autocast_dtype(dtype))
-    report.device = f"{device} (simulated)"
-    report.notes.append("steady-state step (the second): AdamW state exists on entry")
-    if get_method(method_name(method_config)).memory.quantized_base:
+        apply_options(model, method, options)
+        if options.device == "cuda":
+            use_cuda_dropout(model)
+        # fake tensors live on CPU; options.device is the device modelled (allocator, optimizer)
+        with masks_decided_as_on_real_tensors():
+            report = profile_step(model, batch_size, seq_len, options, method, "cpu", simulated=True,
+                                  autocast=autocast_dtype(dtype))
+    report.device = f"{options.device} (simulated)"
+    report.notes.append("steady-state step (the second): the optimizer state exists on entry")
+    if get_method(method).memory.quantized_base:
         report.notes.append("4-bit weights: bitsandbytes' own quantize_4bit on fake tensors (exact storage)")
     return report
 
 
-def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: str = "adamw",
-                   device=None, dtype=None) -> MemoryReport:
+def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: str | None = None,
+                   device=None, dtype=None, *, options: StepOptions | dict | None = None) -> MemoryReport:
     """The same steady-state step as ``simulate_memory``, run for real on ``model``'s device.
 
     ``dtype="mixed"`` runs the forward under bf16 autocast (the model should be fp32); other values
-    are only checked, the model keeps the dtype it has.
+    are only checked, the model keeps the dtype it has. ``options`` are applied to ``model`` as
+    ``train`` would (adapter weights cast to fp32, gradient checkpointing turned on, and left so).
     """
-    check_step_args(batch_size, seq_len, optimizer, "cpu")
-    if dtype is not None:
-        resolve_step_dtype(dtype)
-    device = device or next(model.parameters()).device
-    return profile_step(model, batch_size, seq_len, optimizer, device, simulated=False,
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    applied = applied_config(model)
+    method = applied.method if applied is not None else "full"
+    _, _, options = prepare_step(batch_size, seq_len, dtype or "fp32", applied, options, optimizer, device,
+                                 device.type)
+    check_method_options(method, options, getattr(model, "dtype", torch.float32))
+    apply_options(model, method, options)
+    return profile_step(model, batch_size, seq_len, options, method, device, simulated=False,
                         autocast=autocast_dtype(dtype))
-

@@ -21,18 +21,20 @@ TABLE_SEQ_LENS = (512, 2048)
 
 
 def simulate_by_depth(model_or_config, method_config=None, batch_size=1, seq_len=512, dtype="bf16",
-                      optimizer="adamw", *, device="cuda") -> MemoryReport:
+                      optimizer=None, *, device=None, options=None) -> MemoryReport:
     """``simulate_memory`` at two small depths, extrapolated linearly to the model's real depth."""
     config = resolve_config(model_or_config)
     depth = config.num_hidden_layers
     shallow = max(4, getattr(method_config, "adapter_layers", 0) + 2)  # deeper than the top-layer adapters
     if depth <= shallow + 2:
-        return simulate_memory(config, method_config, batch_size, seq_len, dtype, optimizer, device=device)
+        return simulate_memory(config, method_config, batch_size, seq_len, dtype, optimizer, device=device,
+                               options=options)
     reports = []
     for layers in (shallow, shallow + 2):
         probe = copy.deepcopy(config)
         probe.num_hidden_layers = layers
-        reports.append(simulate_memory(probe, method_config, batch_size, seq_len, dtype, optimizer, device=device))
+        reports.append(simulate_memory(probe, method_config, batch_size, seq_len, dtype, optimizer, device=device,
+                                       options=options))
     a, b = reports
     scale = (depth - shallow) / 2
 
@@ -51,7 +53,7 @@ def default_method_config(name: str):
 
 
 def rule_of_thumb_table(sizes=TABLE_SIZES, seq_lens=TABLE_SEQ_LENS, methods=TRAINABLE_METHODS, *, batch_size=1,
-                        dtype="bf16", optimizer="adamw", device="cuda", progress=None) -> list[dict]:
+                        dtype="bf16", optimizer=None, device=None, options=None, progress=None) -> list[dict]:
     """One row per (size, method, seq_len): simulated and estimated bytes, GB per 1B parameters."""
     rows = []
     for size in sizes:
@@ -59,8 +61,10 @@ def rule_of_thumb_table(sizes=TABLE_SIZES, seq_lens=TABLE_SEQ_LENS, methods=TRAI
         for name in methods:
             for seq_len in seq_lens:
                 method_config = default_method_config(name)
-                sim = simulate_by_depth(config, method_config, batch_size, seq_len, dtype, optimizer, device=device)
-                est = estimate_memory(config, method_config, batch_size, seq_len, dtype, optimizer, device=device)
+                sim = simulate_by_depth(config, method_config, batch_size, seq_len, dtype, optimizer, device=device,
+                                        options=options)
+                est = estimate_memory(config, method_config, batch_size, seq_len, dtype, optimizer, device=device,
+                                      options=options)
                 params = est["num_params"]
                 rows.append({
                     "model": f"llama-{size.lower()}", "params": params, "method": name, "batch": batch_size,
