@@ -42,10 +42,26 @@ def next_token_loss(logits, input_ids):
 # --- bad input ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field, value", [("adapter_len", 0), ("adapter_len", -3), ("adapter_layers", 0),
+                                          ("adapter_layers", 1.5), ("adapter_layers", 0.0), ("adapter_layers", True),
                                           ("adapter_len", 2.5), ("gate", "sigmoid")])
 def test_bad_config_raises_naming_the_value(field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
         methods.make_config("llama_adapter", **{field: value}).validate()
+
+
+@pytest.mark.parametrize("layers, depth, adapted", [(0.5, 4, 2), (30 / 32, 4, 4), (30 / 32, 30, 28),
+                                                    (30 / 32, 32, 30), (0.01, 4, 1), (3, 30, 3)])
+def test_adapter_layers_as_a_fraction_of_depth(layers, depth, adapted):
+    """The default, the paper's 30 of 32, scales with the model; a count stays a count."""
+    from peftbook.methods.llama_adapter import layer_count
+
+    assert layer_count(LlamaAdapterConfig(adapter_layers=layers), depth) == adapted
+
+
+def test_the_default_adapts_the_top_layers_the_paper_share_gives(input_ids):
+    model = make_tiny_model("llama")  # 4 layers
+    methods.apply(model, LlamaAdapterConfig())
+    assert len(wrappers(model)) == 4 and LlamaAdapterConfig().adapter_layers == 30 / 32
 
 
 def test_more_adapter_layers_than_the_model_has_raises():

@@ -15,9 +15,14 @@ import sys
 from peftbook.errors import strict_json
 from peftbook.methods import TRAINABLE_METHODS
 
+def count_or_fraction(text: str) -> int | float:
+    """``--adapter-layers 4`` (a count) or ``0.5`` (a fraction of the depth)."""
+    return float(text) if "." in text else int(text)
+
+
 # CLI flag -> method config field
 METHOD_FLAGS = {"rank": int, "alpha": float, "targets": str, "quant_type": str, "num_virtual_tokens": int,
-                "adapter_layers": int, "adapter_len": int}
+                "adapter_layers": count_or_fraction, "adapter_len": int}
 
 
 def add_parser(subparsers) -> None:

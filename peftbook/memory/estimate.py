@@ -131,7 +131,8 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     if method_name(method_config) == "llama_adapter":  # its own attention over the adaption prompt
         per_layer += tokens * adapter_attention_bytes(config, method_config.adapter_len, p)
     if traits.top_layers_field:  # gradients flow through the top layers only: the rest keep nothing
-        layers = field(traits.top_layers_field)
+        top = field(traits.top_layers_field)  # a count, or a fraction of the depth (LlamaAdapterConfig)
+        layers = top if isinstance(top, int) else max(1, round(top * layers))
     head_tokens = tokens if options.loss_chunk_tokens is None else min(tokens, options.loss_chunk_tokens)
     # the head's backward, first in backward: the fp32 log-softmax kept, the gradient of its output
     # and of its input, all three fp32 and alive together (the logits' own-dtype gradient comes after)

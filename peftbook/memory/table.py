@@ -25,7 +25,8 @@ def simulate_by_depth(model_or_config, method_config=None, batch_size=1, seq_len
     """``simulate_memory`` at two small depths, extrapolated linearly to the model's real depth."""
     config = resolve_config(model_or_config)
     depth = config.num_hidden_layers
-    shallow = max(4, getattr(method_config, "adapter_layers", 0) + 2)  # deeper than the top-layer adapters
+    top = getattr(method_config, "adapter_layers", 0)  # a count of top layers, or a fraction that scales with depth
+    shallow = max(4, top + 2) if isinstance(top, int) else 4  # deeper than a fixed count of top-layer adapters
     if depth <= shallow + 2:
         return simulate_memory(config, method_config, batch_size, seq_len, dtype, optimizer, device=device,
                                options=options)

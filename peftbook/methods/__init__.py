@@ -99,7 +99,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            memory=MemoryTraits(kv_tokens_field="num_virtual_tokens")),
     # all 4 layers of the tiny base (the paper: the top 30 of LLaMA-7B's 32)
     Method("llama_adapter", llama_adapter, llama_adapter.LlamaAdapterConfig, lr=3e-2,
-           defaults={"adapter_len": 10, "adapter_layers": 4}, task_overrides={"sentiment3": {"lr": 1e-1}},
+           defaults={"adapter_len": 10, "adapter_layers": llama_adapter.PAPER_FRACTION}, task_overrides={"sentiment3": {"lr": 1e-1}},
            hf_peft=llama_adapter.hf_peft_config,
            memory=MemoryTraits(top_layers_field="adapter_layers"), unchanged_at_start=True),
     Method("lora", lora, lora.LoRAConfig, lr=3e-3, defaults={"rank": 8, "alpha": 16, "dropout": 0.05},

@@ -58,20 +58,34 @@ from peftbook.surgery import ROTARY_STYLES, apply_rotary, copy_state_checked, ha
 
 GATES = ("per_head_tanh", "scalar")
 PARAMETER_NAMES = ("adaption_prompt", "adaption_gate")
+PAPER_FRACTION = 30 / 32  # the paper adapts the top 30 of LLaMA-7B's 32 layers (arXiv 2303.16199, Sec. 4.1)
+
+
+def layer_count(config, num_layers: int) -> int:
+    """How many top layers ``config.adapter_layers`` means in a model of ``num_layers``: a count as it is, a
+    fraction of the depth rounded (at least 1): 30/32 of the tiny base's 4 is 4, of SmolLM2's 30 is 28."""
+    layers = config.adapter_layers
+    return layers if isinstance(layers, int) else max(1, round(layers * num_layers))
 
 
 @dataclass
 class LlamaAdapterConfig:
     method: ClassVar[str] = "llama_adapter"
     adapter_len: int = 10  # prompt vectors per adapted layer (the paper uses 10)
-    adapter_layers: int = 2  # how many of the *top* layers get a prompt (paper: 30 of LLaMA-7B's 32)
+    # the *top* layers that get a prompt: a count (4), or a fraction of the model's depth (0.5: the top
+    # half), rounded, at least 1; the default is the paper's 30 of LLaMA-7B's 32, so it scales with the model
+    adapter_layers: int | float = PAPER_FRACTION
     gate: str = "per_head_tanh"  # "per_head_tanh": paper eq. 7 and official code; "scalar": HF PEFT's variant
 
     def validate(self) -> None:
-        for name in ("adapter_len", "adapter_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}={value!r} is not allowed; it must be a positive integer")
+        if not isinstance(self.adapter_len, int) or isinstance(self.adapter_len, bool) or self.adapter_len <= 0:
+            raise ValueError(f"adapter_len={self.adapter_len!r} is not allowed; it must be a positive integer")
+        layers = self.adapter_layers
+        count = isinstance(layers, int) and not isinstance(layers, bool) and layers > 0
+        fraction = isinstance(layers, float) and 0 < layers <= 1
+        if not (count or fraction):
+            raise ValueError(f"adapter_layers={layers!r} is not allowed; it must be a positive integer (how many top "
+                             "layers) or a fraction in (0, 1] of the model's layers")
         if self.gate not in GATES:
             raise ValueError(f"gate={self.gate!r} is not allowed; allowed: {', '.join(GATES)}")
 
@@ -237,10 +251,11 @@ def inject(model: nn.Module, config: LlamaAdapterConfig) -> None:
     except ValueError as error:
         raise ValueError(f"LLaMA-Adapter cannot adapt this model: {error}") from None
     layers = decoder_layers(model)
-    if config.adapter_layers > len(layers):
+    count = layer_count(config, len(layers))
+    if count > len(layers):
         raise ValueError(f"adapter_layers={config.adapter_layers} is more than this model's {len(layers)} layers; "
                          f"allowed: 1..{len(layers)}")
-    first = len(layers) - config.adapter_layers
+    first = len(layers) - count
     adapted = {}  # layer index -> its wrapper, installed once every layer passed the checks
     for index, layer in enumerate(layers[first:], start=first):
         attention = getattr(layer, architecture.attention, None)
@@ -381,7 +396,7 @@ def num_trainable(model_config, config: LlamaAdapterConfig) -> int:
     """adapter_layers * (adapter_len * hidden + gates), with one gate per head or one per layer."""
     dims = model_dims(model_config)
     gates = dims["num_heads"] if config.gate == "per_head_tanh" else 1
-    return config.adapter_layers * (config.adapter_len * dims["hidden_size"] + gates)
+    return layer_count(config, dims["num_layers"]) * (config.adapter_len * dims["hidden_size"] + gates)
 
 
 def hf_peft_config(model: nn.Module, config: LlamaAdapterConfig):
@@ -393,4 +408,4 @@ def hf_peft_config(model: nn.Module, config: LlamaAdapterConfig):
     import peft
 
     return peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=config.adapter_len,
-                                     adapter_layers=config.adapter_layers)
+                                     adapter_layers=layer_count(config, model_dims(model.config)["num_layers"]))
