@@ -48,6 +48,7 @@ import torch
 from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
 from peftbook.errors import ConfigError, OutputError, replace_directory, strict_json, write_text_atomic
 from peftbook.evaluate import evaluate
+from peftbook.lm_loss import causal_lm_loss, check_chunk_tokens, target_token_loss  # noqa: F401 (public here too)
 from peftbook.memory import track_memory
 from peftbook.methods import get_method, save_adapter
 from peftbook.progress import progress_bar
@@ -68,6 +69,7 @@ class TrainConfig:
     schedule: str = "cosine"          # decay after warmup: cosine | linear (to 0) | constant
     max_grad_norm: float | None = 1.0  # global-norm clipping; None turns it off
     grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
+    loss_chunk_tokens: int | None = None  # LM head + cross-entropy this many labelled tokens at a time (less memory)
     max_length: int = 256             # tokens per example; longer ones keep their end (the target)
     eval_every: int = 0               # validate every N steps (and at the end); 0 = only at the end
     eval_examples: int | None = 200   # validation examples per evaluation (None = all)
@@ -100,6 +102,7 @@ class TrainConfig:
         if self.max_grad_norm is not None and (not is_number(self.max_grad_norm) or not self.max_grad_norm > 0):
             # <= 0 would zero every gradient (0) or flip its sign (< 0); None turns clipping off
             raise ConfigError(f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm!r}")
+        check_chunk_tokens(self.loss_chunk_tokens)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule {self.schedule!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -225,8 +228,14 @@ def encode_example(tokenizer, task, example, max_length: int) -> tuple[list[int]
 
 
 def collate(encoded: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, labels (-100 on prompt and padding)."""
-    return pad_batch([ids for ids, _ in encoded], pad_token_id, labels=[labels for _, labels in encoded])
+    """Right-padded batch: input_ids, attention_mask, labels (-100 on prompt and padding).
+
+    The first token is never labelled (only a prompt-tuning virtual token could predict it), so every
+    method learns from the same tokens and the loss is divided by the same count.
+    """
+    batch = pad_batch([ids for ids, _ in encoded], pad_token_id, labels=[labels for _, labels in encoded])
+    batch["labels"][:, 0] = IGNORE_INDEX
+    return batch
 
 
 def example_order(num_examples: int, seed: int, epoch: int) -> list[int]:
@@ -241,18 +250,6 @@ def step_indices(num_examples: int, seed: int, step: int, per_step: int) -> list
         epoch, offset = divmod(position, num_examples)
         indices.append(example_order(num_examples, seed, epoch)[offset])
     return indices
-
-
-def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions.
-
-    Methods that prepend virtual tokens return logits longer than the labels: the last ``T``
-    positions belong to the real tokens.
-    """
-    logits = logits[:, -labels.shape[1]:].float()
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="sum")
 
 
 def lr_lambda(config: TrainConfig):
@@ -383,8 +380,10 @@ def train_step(wrapped, accelerator, micro_batches: list[dict], trainable: list,
         tokens += int(batch["attention_mask"].sum())
         sync = k == len(micro_batches) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
-            logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            summed = target_token_loss(logits, batch["labels"])
+            with accelerator.autocast() if config.loss_chunk_tokens else contextlib.nullcontext():
+                # the chunked head runs outside the model's forward: under the same mixed precision
+                summed = causal_lm_loss(wrapped, batch["input_ids"], batch["labels"], batch["attention_mask"],
+                                        chunk_tokens=config.loss_chunk_tokens, reduction="sum")
             # DDP averages gradients over processes, hence the factor `world`
             accelerator.backward(summed * world / max(global_targets, 1))
         loss_sum += summed.detach()
