@@ -22,10 +22,17 @@ heads, like the cache. Gemma2's sliding-window layers come from ``DynamicCache(c
 Like HF PEFT: the flat layout ``(n, layers, 2, kv_heads, head_dim)`` (keys then values, per layer),
 the MLP shape (``P'`` has width ``kv_heads * head_dim``), N(0, 1) init, real tokens at positions
 ``n, n+1, ..`` (they come after the prefix in the cache), and the saved ``prompt_embeddings`` tensor is
-the MLP's output, so ``peft.PeftModel.from_pretrained`` loads our folder. Differently: gradient
-checkpointing is refused with a clear error (transformers' checkpointed layers drop the cache, so the
-prefix would silently vanish in training), and left padding is handled like in ``generate()``: the
-real tokens' positions follow the attention mask.
+the MLP's output, so ``peft.PeftModel.from_pretrained`` loads our folder. Differently: left padding is
+handled like in ``generate()`` (the real tokens' positions follow the attention mask), and gradient
+checkpointing works. Transformers' checkpointed decoder layers drop the cache they are given (a layer
+that *writes* the cache would write it twice: once in forward, again when backward replays it), which
+would silently remove the prefix; a layer may keep it only when it merely reads the cache
+(``GradientCheckpointingLayer._can_checkpoint_with_cache``). So while checkpointing is on in a
+training forward, the cache we hand in is read-only: each layer's ``update`` returns
+``[prefix | new keys]`` and forgets the new ones, so the replay sees exactly what the forward saw, and
+the decoder layers are marked as readers. Only non-reentrant checkpointing (``use_reentrant=False``,
+transformers' default and ``train``'s) is accepted: the prefix is one graph that every layer's gradient
+flows into, and reentrant checkpointing runs a separate backward per layer that frees it after the first.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from peftbook.models import model_dims
+from peftbook.models import decoder_layers, model_dims
 from peftbook.surgery import (add_forward_pre_hook, applied_config, copy_state_checked, extend_attention_mask,
                               forward_kwargs, require_key_value_cache, set_applied_config)
 
@@ -77,11 +84,12 @@ class PrefixEncoder(nn.Module):
 
 
 def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
-    _refuse_gradient_checkpointing(model)
     require_key_value_cache(model, "prefix tuning", every_layer=True)  # the prefix is keys and values
     hidden = config.projection_hidden_size if config.prefix_projection else None
     model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden,
                                          device=model.get_input_embeddings().weight.device)
+    for layer in decoder_layers(model):  # checkpointed layers keep the (read-only, see _insert_prefix) cache
+        layer._can_checkpoint_with_cache = True
     add_forward_pre_hook(model, _insert_prefix)
 
 
@@ -98,13 +106,26 @@ def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Ten
 
 def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     """Forward pre-hook: make sure the KV cache starts with the prefix; shift mask and positions."""
-    _refuse_gradient_checkpointing(model)
     kwargs = forward_kwargs(model, args, kwargs)
     cache = kwargs.pop("past_key_values", None)  # the name before transformers 5
     cache = kwargs.get("cache") if cache is None else cache
     inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
     n = applied_config(model).num_virtual_tokens
-    if cache is None:
+    if checkpointing_now(model):
+        if body_drops_cache(model):
+            raise ValueError(f"prefix tuning cannot train {model.config.model_type} with gradient checkpointing: "
+                             "its model body drops the KV cache that carries the prefix whenever checkpointing is "
+                             "on; train without checkpointing (or use prompt tuning / LoRA with it)")
+        if reentrant_checkpointing(model):
+            raise ValueError("prefix tuning needs non-reentrant gradient checkpointing: enable it with "
+                             "gradient_checkpointing_kwargs={'use_reentrant': False} (transformers' default)")
+        if cache is not None:
+            raise ValueError("prefix tuning with gradient checkpointing: a training forward takes no KV cache "
+                             "(the checkpointed layers would replay it); call the model without past_key_values")
+        cache = DynamicCache(prefix_key_values(model, inputs.shape[0]), config=model.config)
+        for layer in cache.layers:
+            keep_only_prefix(layer)
+    elif cache is None:
         cache = DynamicCache(prefix_key_values(model, inputs.shape[0]), config=model.config)
     elif cache.get_seq_length() == 0:  # the empty cache generate() made: the prefill step
         if not isinstance(cache, DynamicCache):
@@ -119,11 +140,44 @@ def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     return (), kwargs
 
 
-def _refuse_gradient_checkpointing(model: nn.Module) -> None:
-    if any(getattr(module, "gradient_checkpointing", False) for module in model.modules()):  # as transformers checks
-        raise ValueError("prefix tuning does not work with gradient checkpointing: checkpointed layers drop the KV "
-                         "cache that carries the prefix. Call model.gradient_checkpointing_disable(), or use "
-                         "prompt tuning or LoRA with checkpointing")
+def checkpointing_now(model: nn.Module) -> bool:
+    """Whether this forward's decoder layers will be checkpointed (transformers' own condition)."""
+    return model.training and torch.is_grad_enabled() and any(
+        getattr(layer, "gradient_checkpointing", False) for layer in decoder_layers(model))
+
+
+def body_drops_cache(model: nn.Module) -> bool:
+    """Whether the model body itself passes no cache to its layers while checkpointing (gpt2, bloom, falcon
+    in transformers 5: ``cache if not (self.gradient_checkpointing and self.training) else None``)."""
+    import inspect
+
+    source = inspect.getsource(type(model.base_model).forward)
+    return "gradient_checkpointing and self.training" in source
+
+
+def reentrant_checkpointing(model: nn.Module) -> bool:
+    """Whether the checkpointed layers use ``torch.utils.checkpoint(..., use_reentrant=True)``."""
+    functions = [getattr(layer, "_gradient_checkpointing_func", None) for layer in decoder_layers(model)]
+    return any(getattr(f, "keywords", {}).get("use_reentrant", False) for f in functions if f is not None)
+
+
+def keep_only_prefix(cache_layer) -> None:
+    """Make one cache layer read-only: ``update`` returns ``[prefix | new]`` and keeps only the prefix.
+
+    A checkpointed decoder layer runs twice (forward, then backward's replay); both runs then see the
+    same keys and values. The layer's state is restored whole, whatever its class keeps (sliding windows).
+    """
+    update = cache_layer.update
+
+    def update_and_forget(*args, **kwargs):
+        state = dict(vars(cache_layer))
+        try:
+            return update(*args, **kwargs)
+        finally:
+            vars(cache_layer).clear()
+            vars(cache_layer).update(state)
+
+    cache_layer.update = update_and_forget
 
 
 def fold(model: nn.Module) -> nn.Module:
