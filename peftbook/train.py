@@ -14,7 +14,8 @@ What it does, and why:
 * **data order** is a seeded permutation per epoch, so the data position is just the step number:
   a checkpoint needs no sampler state, and every process sees the same global batch and takes its
   slice of it (``torchrun --nproc_per_node 2`` or ``accelerate launch`` runs the same loop).
-* **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``), linear
+* **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``; or another
+  optimizer, ``TrainConfig.optimizer``: ``resolve_optimizer`` says which implementation runs), linear
   warmup then cosine or linear decay, gradient clipping, bf16 autocast on CUDA, optional gradient
   checkpointing.
 * **checkpoints** every ``checkpoint_every`` steps: the trainable parameters, the optimizer and
@@ -55,7 +56,13 @@ from peftbook.progress import progress_bar
 from peftbook.surgery import applied_config, copy_state_checked
 
 SCHEDULES = ("cosine", "linear", "constant")
-OPTIMIZERS = ("auto", "adamw", "paged_adamw_8bit")
+# TrainConfig.optimizer: "auto" is the default (AdamW, or the method's own on CUDA: paged 8-bit AdamW for
+# QLoRA); "adamw" is torch's AdamW as the device defaults it (multi-tensor "foreach" on CUDA, one tensor at a
+# time on CPU); the others ask for one implementation (see make_optimizer).
+OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "sgd")
+# what a choice resolves to on a device (resolve_optimizer): the implementations whose memory differs
+OPTIMIZER_IMPLEMENTATIONS = ("adamw_single_tensor", "adamw_foreach", "adamw_fused", "adamw_8bit",
+                             "paged_adamw_8bit", "sgd")
 
 
 @dataclass
@@ -80,7 +87,7 @@ class TrainConfig:
     resume: bool = False              # continue from the latest checkpoint in out_dir
     overwrite: bool = False           # replace an earlier run's results in out_dir (else it is refused)
     seed: int = 0                     # data order, dropout and any random init after this point
-    optimizer: str = "auto"           # auto (paged 8-bit AdamW for QLoRA on CUDA, else AdamW) | adamw | paged_adamw_8bit
+    optimizer: str = "auto"           # one of OPTIMIZERS; auto: paged 8-bit AdamW for QLoRA on CUDA, else AdamW
     memory_steps: int = 2             # steps measured by track_memory (0 = no measurement)
     progress: bool = True             # tqdm.auto progress bar with the loss
 
@@ -265,20 +272,55 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
+def resolve_optimizer(choice: str, method: str | None = None, device_type: str = "cpu") -> str:
+    """The implementation (one of ``OPTIMIZER_IMPLEMENTATIONS``) that ``TrainConfig.optimizer=choice`` runs
+    for ``method`` (a registry name, or None for a model without one) on ``device_type`` ("cpu" / "cuda").
+
+    The single place that decides it: ``make_optimizer`` builds what this names, and the memory simulator
+    can ask it what a training run on another device would hold (AdamW's multi-tensor path keeps a
+    parameter-sized temporary that the single-tensor one does not).
+    """
+    if choice not in OPTIMIZERS:
+        raise ConfigError(f"optimizer {choice!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"device_type {device_type!r} is not allowed; allowed: cpu, cuda")
+    if choice == "auto":
+        choice = get_method(method).cuda_optimizer if method is not None and device_type == "cuda" else "adamw"
+    if choice == "adamw":  # torch's default: foreach where its kernels exist (CUDA), else one tensor at a time
+        return "adamw_foreach" if device_type == "cuda" else "adamw_single_tensor"
+    return choice
+
+
 def make_optimizer(model, config: TrainConfig, device: torch.device):
-    """AdamW over the trainable parameters; ``"auto"`` on CUDA takes the method's own (the registry's
-    ``cuda_optimizer``: paged 8-bit AdamW for QLoRA, as the paper does)."""
+    """The optimizer ``config.optimizer`` asks for, over the trainable parameters (``resolve_optimizer``).
+
+    ``auto`` and ``adamw`` build ``torch.optim.AdamW`` with the device's default implementation (as train
+    always has); ``adamw_foreach`` / ``adamw_fused`` force torch's multi-tensor / fused kernels (both run on
+    CPU too); ``adamw_8bit`` and ``paged_adamw_8bit`` are bitsandbytes' (8-bit moments, block-wise
+    quantized; tensors under 4096 values keep 32-bit moments). bitsandbytes 0.50 runs both on CPU, but
+    paging needs CUDA unified memory: on CPU the paged one is the plain 8-bit one (bitsandbytes warns).
+    ``sgd`` is plain SGD (no momentum: no optimizer state at all).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; apply a method first (peftbook.apply)")
     applied = applied_config(model)
-    method_choice = get_method(applied.method).cuda_optimizer if applied is not None else "adamw"
-    use_paged = config.optimizer == "paged_adamw_8bit" or (
-        config.optimizer == "auto" and device.type == "cuda" and method_choice == "paged_adamw_8bit")
-    if use_paged:
+    method = applied.method if applied is not None else None
+    implementation = resolve_optimizer(config.optimizer, method, device.type)
+    lr, weight_decay = config.lr, config.weight_decay
+    if config.optimizer == "auto" and implementation == "paged_adamw_8bit":
         from peftbook.methods.qlora import qlora_optimizer
-        return qlora_optimizer(params, config.lr)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return qlora_optimizer(params, lr)  # the method's own, as the QLoRA paper trains
+    if implementation in ("adamw_8bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+        cls = bnb.optim.AdamW8bit if implementation == "adamw_8bit" else bnb.optim.PagedAdamW8bit
+        return cls(params, lr=lr, weight_decay=weight_decay)  # bnb's default weight decay is 0.01, not ours
+    if implementation == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if config.optimizer in ("auto", "adamw"):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)  # the device's default path
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=implementation == "adamw_foreach",
+                             fused=implementation == "adamw_fused" or None)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -442,8 +484,11 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
     set_seed(config.seed)
 
-    if config.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.grad_checkpointing:  # non-reentrant: prefix tuning's prefix reaches every layer (see its file)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     optimizer = make_optimizer(model, config, accelerator.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
