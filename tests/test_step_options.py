@@ -133,3 +133,62 @@ def test_train_with_the_memory_saving_step_follows_the_default_one(tmp_path, met
             warnings.simplefilter("ignore", FutureWarning)
             losses.append(train(model, tokenizer, task, cfg(steps=4, **options)).losses)
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+# ---------------------------------------------------------------- adapter dtype on a 16-bit base
+
+def bf16_model(method: str, **fields):
+    from peftbook import apply, make_config
+
+    model = make_tiny_model("llama").to(torch.bfloat16)
+    torch.manual_seed(0)
+    apply(model, make_config(method, **{**METHOD_SETTINGS[method], **fields}))
+    return model.train()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("method", ["lora", "qlora", "llama_adapter"])
+@pytest.mark.parametrize("adapter_dtype, expected", [("base", torch.bfloat16), ("fp32", torch.float32)])
+def test_adapter_weights_take_the_dtype_asked_for_and_train(method, adapter_dtype, expected):
+    model = bf16_model(method, adapter_dtype=adapter_dtype)
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and {p.dtype for p in trainable.values()} == {expected}
+    ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
+    loss, grads, _ = step(model, ids)
+    assert torch.isfinite(torch.tensor(loss))
+    assert all(g.dtype == expected for g in grads.values())
+    assert any(float(g.abs().max()) > 0 for g in grads.values())
+
+
+@pytest.mark.unit
+def test_fp32_lora_on_a_bf16_base_is_hf_peft_default_and_costs_an_fp32_input_copy():
+    """HF PEFT's get_peft_model up-casts LoRA to fp32 on a bf16 base (autocast_adapter_dtype=True):
+    adapter_dtype="fp32" gives its logits; backward then keeps an fp32 copy of each adapted input."""
+    import peft
+
+    from peftbook.methods import lora
+
+    ours = bf16_model("lora", adapter_dtype="fp32", targets="all-linear")
+    with torch.no_grad():  # B = 0 would hide any difference in the LoRA path
+        for module in lora.lora_modules(ours).values():
+            module.lora_B.weight.normal_(0, 0.02)
+    base = make_tiny_model("llama").to(torch.bfloat16)
+    theirs = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    assert {p.dtype for n, p in theirs.named_parameters() if "lora_" in n} == {torch.float32}
+    peft.set_peft_model_state_dict(theirs, {k: v.detach().clone() for k, v in lora.adapter_state(ours).items()})
+    ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(ids).logits, theirs.eval()(ids).logits, rtol=0, atol=0)
+    activations = {}
+    for adapter_dtype in ("base", "fp32"):
+        _, _, activations[adapter_dtype] = step(bf16_model("lora", adapter_dtype=adapter_dtype), ids)
+    assert activations["fp32"] > activations["base"]
+
+
+@pytest.mark.unit
+def test_bad_adapter_dtype_is_refused_naming_the_choices():
+    from peftbook import apply, make_config
+
+    for method in ("lora", "llama_adapter"):
+        with pytest.raises(ValueError, match="adapter_dtype='bf16'.*base, fp32"):
+            apply(make_tiny_model("llama"), make_config(method, adapter_dtype="bf16"))
