@@ -176,7 +176,9 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
             total += (log_norm - z.gather(1, target[:, None])[:, 0]).sum()
             if not (need_rows or need_weight or need_bias):
                 continue
-            grad = torch.exp(z - log_norm[:, None])  # (C, vocab): softmax
+            # softmax in place: z is this chunk's own tensor (the logits themselves when they are fp32 and
+            # unscaled, and they are not needed again), so the chunk holds one (C, vocab) tensor, not two
+            grad = z.sub_(log_norm[:, None]).exp_()  # (C, vocab): softmax
             grad[torch.arange(len(target), device=grad.device), target] -= 1  # d loss / d z
             if softcap is not None:
                 grad *= 1 - capped * capped  # d softcap*tanh(x/softcap) / dx

@@ -10,14 +10,15 @@ What it does, and why:
   model learns to stop. The loss is the sum over target tokens divided by the number of target
   tokens in the *global* batch (all micro-batches, all processes), so gradient accumulation and
   several processes give the same gradient as one big batch (the mean-of-means of a per-micro-batch
-  mean would weight short examples more).
+  mean would weight short examples more). ``peftbook.lm_loss.causal_lm_loss`` computes it;
+  ``loss_chunk_tokens`` runs the LM head + cross-entropy in chunks (the full logits never exist).
 * **data order** is a seeded permutation per epoch, so the data position is just the step number:
   a checkpoint needs no sampler state, and every process sees the same global batch and takes its
   slice of it (``torchrun --nproc_per_node 2`` or ``accelerate launch`` runs the same loop).
 * **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``; or another
   optimizer, ``TrainConfig.optimizer``: ``resolve_optimizer`` says which implementation runs), linear
   warmup then cosine or linear decay, gradient clipping, bf16 autocast on CUDA, optional gradient
-  checkpointing.
+  checkpointing (every method, prefix tuning included).
 * **checkpoints** every ``checkpoint_every`` steps: the trainable parameters, the optimizer and
   scheduler states, every process's RNG state, the step and the history; ``resume=True`` continues
   from the latest one and ends with the same weights as an uninterrupted run. Ctrl-C
