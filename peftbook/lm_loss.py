@@ -78,9 +78,18 @@ def causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tens
     labels = align_labels(labels, hidden.shape[1])  # (B, L)
     targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
     keep = targets != IGNORE_INDEX
-    rows = hidden[:, :-1][keep]  # (M, hidden): only labelled positions meet the head
-    summed = chunked_head_cross_entropy(rows, targets[keep], head, chunk_tokens)
+    if is_fake(hidden):  # the memory simulator: labels have no values, so every position goes (static shapes)
+        rows, targets = hidden[:, :-1].reshape(-1, hidden.shape[-1]), targets.reshape(-1)  # (B*(L-1), hidden)
+    else:
+        rows, targets = hidden[:, :-1][keep], targets[keep]  # (M, hidden): only labelled positions meet the head
+    summed = chunked_head_cross_entropy(rows, targets, head, chunk_tokens)
     return summed if reduction == "sum" else summed / keep.sum()
+
+
+def is_fake(tensor: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake as fake
+
+    return fake(tensor)
 
 
 def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -145,18 +154,21 @@ def final_hidden_states(model: nn.Module, inner: nn.Module, input_ids, attention
 
 def chunked_head_cross_entropy(rows: torch.Tensor, targets: torch.Tensor, head: LMHead,
                                chunk_tokens: int) -> torch.Tensor:
-    """Summed cross-entropy of ``head(rows)`` against ``targets``, ``chunk_tokens`` rows at a time."""
+    """Summed cross-entropy of ``head(rows)`` (M, vocab) against ``targets`` (M,), ``chunk_tokens`` rows at a
+    time; rows whose target is -100 add nothing (and get no gradient)."""
     weight, bias = head.module.weight, head.module.bias
     wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (rows, weight, bias))
+    # masking costs a pass over each chunk's logits: only when some row may be ignored (fake targets: unknown)
+    masked = is_fake(targets) or bool((targets == IGNORE_INDEX).any())
     return _ChunkedHeadCrossEntropy.apply(rows, weight, bias, targets, chunk_tokens, head.scale, head.softcap,
-                                          wants_grad)
+                                          wants_grad, masked)
 
 
 class _ChunkedHeadCrossEntropy(torch.autograd.Function):
     """Loss and gradients chunk by chunk in forward; backward scales the stored gradients."""
 
     @staticmethod
-    def forward(ctx, rows, weight, bias, targets, chunk_tokens, scale, softcap, wants_grad):
+    def forward(ctx, rows, weight, bias, targets, chunk_tokens, scale, softcap, wants_grad, masked):
         need_rows = wants_grad and rows.requires_grad
         need_weight = wants_grad and weight.requires_grad
         need_bias = wants_grad and bias is not None and bias.requires_grad
@@ -173,13 +185,20 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
                 capped = torch.tanh(z / softcap)  # (C, vocab)
                 z = softcap * capped
             log_norm = torch.logsumexp(z, dim=-1)  # (C,)
-            total += (log_norm - z.gather(1, target[:, None])[:, 0]).sum()
+            if masked:
+                valid = target != IGNORE_INDEX  # (C,)
+                target = target.clamp(min=0)
+                total += ((log_norm - z.gather(1, target[:, None])[:, 0]) * valid).sum()
+            else:
+                total += (log_norm - z.gather(1, target[:, None])[:, 0]).sum()
             if not (need_rows or need_weight or need_bias):
                 continue
             # softmax in place: z is this chunk's own tensor (the logits themselves when they are fp32 and
             # unscaled, and they are not needed again), so the chunk holds one (C, vocab) tensor, not two
             grad = z.sub_(log_norm[:, None]).exp_()  # (C, vocab): softmax
             grad[torch.arange(len(target), device=grad.device), target] -= 1  # d loss / d z
+            if masked:
+                grad *= valid[:, None]  # ignored rows: no gradient
             if softcap is not None:
                 grad *= 1 - capped * capped  # d softcap*tanh(x/softcap) / dx
             if scale != 1.0:
@@ -202,7 +221,7 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
         rows_dtype, weight_dtype, bias_dtype = ctx.dtypes
         scaled = [None if g is None else (g * grad_output).to(dtype)
                   for g, dtype in ((grad_rows, rows_dtype), (grad_weight, weight_dtype), (grad_bias, bias_dtype))]
-        return (*scaled, None, None, None, None, None)
+        return (*scaled, None, None, None, None, None, None)
 
 
 __all__ = ["causal_lm_loss", "target_token_loss", "check_chunk_tokens", "align_labels", "REDUCTIONS"]

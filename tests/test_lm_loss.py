@@ -152,3 +152,37 @@ def test_a_head_that_is_not_linear_is_refused():
     ids, labels, mask = batch()
     with pytest.raises(ValueError, match="nn.Linear.*Sequential"):
         causal_lm_loss(model, ids, labels, mask, chunk_tokens=4)
+
+
+@pytest.mark.unit
+def test_ignored_rows_add_nothing_and_get_no_gradient():
+    from peftbook.lm_loss import LMHead, chunked_head_cross_entropy
+
+    head = torch.nn.Linear(8, 50)
+    rows = torch.randn(10, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (10,))
+    targets[[1, 4, 5]] = -100
+    kept = targets != -100
+    every = chunked_head_cross_entropy(rows, targets, LMHead(head), 3)
+    (grad_every,) = torch.autograd.grad(every, rows)
+    expected = torch.nn.functional.cross_entropy(head(rows), targets, reduction="sum")
+    (grad_expected,) = torch.autograd.grad(expected, rows)
+    assert float(every) == pytest.approx(float(expected), rel=1e-6)
+    torch.testing.assert_close(grad_every, grad_expected)
+    assert torch.all(grad_every[~kept] == 0)
+
+
+@pytest.mark.unit
+def test_runs_under_fake_tensors_as_the_memory_simulator_does():
+    """Fake labels have no values: every position goes through the head, with static shapes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from peftbook import apply, make_config
+    from peftbook.lm_loss import causal_lm_loss
+
+    with FakeTensorMode():
+        model = apply(make_tiny_model("llama"), make_config("lora", rank=4)).train()
+        ids = torch.randint(3, 128, (2, 12))
+        loss = causal_lm_loss(model, ids, ids, chunk_tokens=5)
+        loss.backward()
+    assert loss.shape == () and all(p.grad is not None for p in model.parameters() if p.requires_grad)
