@@ -19,9 +19,11 @@ chunk's gradient with respect to its hidden states (and to the head's weight and
 train) is computed right there, in the forward pass, while the chunk's logits exist. Backward only
 scales those stored gradients by the incoming gradient. So the full ``(N, vocab)`` logits never
 exist, neither in forward nor in backward, and no logits are recomputed (the recompute that
-``torch.utils.checkpoint`` would do costs a second head matmul). The idea is the "fused linear
-cross-entropy" of Liger-Kernel (Hsu et al. 2024, arXiv 2410.10989) and of Wijmans et al. 2024's
-"Cut Your Losses" (arXiv 2411.09009), written here in plain PyTorch.
+``torch.utils.checkpoint`` would do costs a second head matmul). Liger-Kernel's "fused linear
+cross-entropy" (Hsu et al. 2024, arXiv 2410.10989) does the same in Triton kernels; Cut Your Losses
+(Wijmans et al. 2024, arXiv 2411.09009) goes further with kernels that never store even a chunk's
+logits. This is plain PyTorch, so it runs on CPU and under the memory simulator's fake tensors.
+``benchmarks/README.md`` has what it saves in a whole training step (``vs_peft.py --saving``).
 
 What the head computes is read from the model: its output embedding must be an ``nn.Linear``
 (weight and optional bias), and the scalings some architectures put after it (gemma2's
