@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from peftbook.models import decoder_layers, model_dims
+from peftbook.models import model_dims
 from peftbook.surgery import (add_forward_pre_hook, applied_config, copy_state_checked, extend_attention_mask,
                               forward_kwargs, require_key_value_cache, set_applied_config)
 
@@ -88,7 +88,7 @@ def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
     hidden = config.projection_hidden_size if config.prefix_projection else None
     model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, *_layers_and_kv_dim(model.config), hidden,
                                          device=model.get_input_embeddings().weight.device)
-    for layer in decoder_layers(model):  # checkpointed layers keep the (read-only, see _insert_prefix) cache
+    for layer in checkpointed_layers(model):  # they keep the (read-only, see _insert_prefix) cache
         layer._can_checkpoint_with_cache = True
     add_forward_pre_hook(model, _insert_prefix)
 
@@ -140,10 +140,17 @@ def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     return (), kwargs
 
 
+def checkpointed_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules transformers can checkpoint (its ``GradientCheckpointingLayer``: the decoder layers)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+
+
 def checkpointing_now(model: nn.Module) -> bool:
     """Whether this forward's decoder layers will be checkpointed (transformers' own condition)."""
     return model.training and torch.is_grad_enabled() and any(
-        getattr(layer, "gradient_checkpointing", False) for layer in decoder_layers(model))
+        getattr(layer, "gradient_checkpointing", False) for layer in checkpointed_layers(model))
 
 
 def body_drops_cache(model: nn.Module) -> bool:
@@ -157,7 +164,8 @@ def body_drops_cache(model: nn.Module) -> bool:
 
 def reentrant_checkpointing(model: nn.Module) -> bool:
     """Whether the checkpointed layers use ``torch.utils.checkpoint(..., use_reentrant=True)``."""
-    functions = [getattr(layer, "_gradient_checkpointing_func", None) for layer in decoder_layers(model)]
+    functions = [getattr(layer, "_gradient_checkpointing_func", None) for layer in checkpointed_layers(model)
+                 if getattr(layer, "gradient_checkpointing", False)]
     return any(getattr(f, "keywords", {}).get("use_reentrant", False) for f in functions if f is not None)
 
 
