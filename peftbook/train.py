@@ -77,6 +77,7 @@ class TrainConfig:
     schedule: str = "cosine"          # decay after warmup: cosine | linear (to 0) | constant
     max_grad_norm: float | None = 1.0  # global-norm clipping; None turns it off
     grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
+    grad_checkpointing_every: int = 1  # with grad_checkpointing: only every n-th decoder layer (less recompute)
     loss_chunk_tokens: int | None = None  # LM head + cross-entropy this many labelled tokens at a time (less memory)
     max_length: int = 256             # tokens per example; longer ones keep their end (the target)
     eval_every: int = 0               # validate every N steps (and at the end); 0 = only at the end
@@ -94,7 +95,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name, minimum in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("max_length", 2),
-                              ("eval_every", 0), ("checkpoint_every", 0), ("seed", 0), ("memory_steps", 0)):
+                              ("eval_every", 0), ("checkpoint_every", 0), ("seed", 0), ("memory_steps", 0),
+                              ("grad_checkpointing_every", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -271,6 +273,27 @@ def lr_lambda(config: TrainConfig):
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return factor
+
+
+def enable_gradient_checkpointing(model, every_n_layers: int = 1) -> None:
+    """Checkpoint every ``every_n_layers``-th decoder layer, non-reentrant, with no input hook.
+
+    Non-reentrant (``torch.utils.checkpoint(use_reentrant=False)``): gradients reach parameters inside a
+    checkpointed layer whatever its inputs, so prefix tuning's prefix reaches every layer. That is also
+    why transformers' ``enable_input_require_grads`` hook (which makes the embeddings' output require
+    grad, for reentrant checkpointing) is removed: it would make backward run through every frozen layer
+    below the first trainable one (LLaMA-Adapter trains only the top layers) and compute the gradient of
+    the first layer's input, which nothing needs.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
+    elif every_n_layers == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ConfigError(f"grad_checkpointing_every={every_n_layers} needs transformers >= 5 (every_n_layers); "
+                          "use 1 with this version")
+    model.disable_input_require_grads()
 
 
 def resolve_optimizer(choice: str, method: str | None = None, device_type: str = "cpu") -> str:
@@ -485,11 +508,8 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
     set_seed(config.seed)
 
-    if config.grad_checkpointing:  # non-reentrant: prefix tuning's prefix reaches every layer (see its file)
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.grad_checkpointing:
+        enable_gradient_checkpointing(model, config.grad_checkpointing_every)
     model.train()
     optimizer = make_optimizer(model, config, accelerator.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))

@@ -10,6 +10,8 @@ import torch
 
 from conftest import make_tiny_model
 
+from peftbook.train import enable_gradient_checkpointing
+
 METHOD_SETTINGS = {
     "prompt_tuning": {"num_virtual_tokens": 4},
     "prefix_tuning": {"num_virtual_tokens": 3},
@@ -48,14 +50,25 @@ def test_gradient_checkpointing_same_gradients_less_activation_memory(method):
     model = applied(method, num_hidden_layers=6)
     ids = torch.randint(3, 128, (2, 64), generator=torch.Generator().manual_seed(1))
     expected, expected_grads, plain = step(model, ids)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames it activation_checkpointing_enable
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_gradient_checkpointing(model)  # as train does
+    assert not getattr(model, "_require_grads_hooks", None)  # backward stops below the lowest trainable part
     loss, grads, checkpointed = step(model, ids)
     assert loss == pytest.approx(expected, rel=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7, msg=name)
     assert checkpointed < 0.8 * plain, (checkpointed, plain)
+
+
+@pytest.mark.unit
+def test_checkpointing_a_fraction_of_the_layers_saves_a_fraction():
+    model = applied("lora", num_hidden_layers=6)
+    ids = torch.randint(3, 128, (2, 64), generator=torch.Generator().manual_seed(1))
+    activations = {}
+    for every in (None, 3, 1):
+        if every:
+            enable_gradient_checkpointing(model, every)
+        activations[every] = step(model, ids)[2]
+    assert activations[1] < activations[3] < activations[None]
 
 
 @pytest.mark.unit

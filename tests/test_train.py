@@ -132,6 +132,7 @@ def test_schedule_warmup_then_cosine_to_zero():
     ("steps", 0, "steps"), ("lr", 0.0, "learning rate"), ("lr", -1e-3, "learning rate"),
     ("batch_size", 0, "batch_size"), ("schedule", "step", "cosine"), ("optimizer", "adam", "adamw_fused"),
     ("loss_chunk_tokens", 0, "loss_chunk_tokens"), ("loss_chunk_tokens", "512", "loss_chunk_tokens"),
+    ("grad_checkpointing_every", 0, "grad_checkpointing_every"),
 ])
 def test_bad_config_raises(field, value, words):
     from peftbook.train import TrainConfig
