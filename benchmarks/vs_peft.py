@@ -262,7 +262,8 @@ def print_table(rows) -> None:
         return "-" if value is None else f"{value:.3f}"
 
     for r in rows:
-        line = (f"{r['model']:<13} {r['layers']:>2} {r['method']:<14} {r['trainable_ours']:>10,}/{r['trainable_peft']:<10,} "
+        line = (f"{r['model']:<13} {r['layers']:>2} {r['method']:<14} "
+                f"{r['trainable_ours']:>10,}/{r['trainable_peft']:<10,} "
                 f"{ms(r['step_s_ours']):>12} {ms(r['step_s_peft']):>7} {ms(r['cpu_s_ours']):>11} "
                 f"{ms(r['cpu_s_peft']):>7} {ratio(r.get('time_ratio')):>6} "
                 f"{r['peak_bytes_ours'] / 2**20:>12.1f} {r['peak_bytes_peft'] / 2**20:>7.1f} {r['memory_ratio']:>6.3f}")

@@ -50,7 +50,7 @@ import torch
 from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
 from peftbook.errors import ConfigError, OutputError, replace_directory, strict_json, write_text_atomic
 from peftbook.evaluate import evaluate
-from peftbook.lm_loss import causal_lm_loss, check_chunk_tokens, target_token_loss  # noqa: F401 (public here too)
+from peftbook.lm_loss import causal_lm_loss, check_chunk_tokens
 from peftbook.memory import track_memory
 from peftbook.methods import get_method, save_adapter
 from peftbook.progress import progress_bar

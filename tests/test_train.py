@@ -104,7 +104,7 @@ def test_encode_masks_prompt_and_appends_eos_for_generation(tmp_path):
 
 @pytest.mark.unit
 def test_loss_ignores_prompt_tokens():
-    from peftbook.train import target_token_loss
+    from peftbook.lm_loss import target_token_loss
 
     logits = torch.randn(1, 5, 11)
     labels = torch.tensor([[-100, -100, 3, 4, -100]])

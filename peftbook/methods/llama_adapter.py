@@ -73,7 +73,8 @@ class LlamaAdapterConfig:
         if self.gate not in GATES:
             raise ValueError(f"gate={self.gate!r} is not allowed; allowed: {', '.join(GATES)}")
         if self.adapter_dtype not in ADAPTER_DTYPES:
-            raise ValueError(f"adapter_dtype={self.adapter_dtype!r} is not allowed; allowed: {', '.join(ADAPTER_DTYPES)}")
+            raise ValueError(f"adapter_dtype={self.adapter_dtype!r} is not allowed; "
+                             f"allowed: {', '.join(ADAPTER_DTYPES)}")
 
 
 class AdaptedAttention(nn.Module):

@@ -74,7 +74,8 @@ class LoRAConfig:
         if isinstance(self.targets, str) and self.targets != "all-linear":
             raise ValueError(f"targets={self.targets!r} is not allowed; use None, 'all-linear' or a list of names")
         if self.adapter_dtype not in ADAPTER_DTYPES:
-            raise ValueError(f"adapter_dtype={self.adapter_dtype!r} is not allowed; allowed: {', '.join(ADAPTER_DTYPES)}")
+            raise ValueError(f"adapter_dtype={self.adapter_dtype!r} is not allowed; "
+                             f"allowed: {', '.join(ADAPTER_DTYPES)}")
         if isinstance(self.targets, (list, tuple)) and (not self.targets or not all(
                 isinstance(t, str) and t for t in self.targets)):
             raise ValueError(f"targets={self.targets!r} is not allowed; give a non-empty list of module names")
