@@ -14,7 +14,16 @@ peak and its split into weights / gradients / optimizer / activations.  Memory i
 separate step because the tracker's dispatch mode slows the step it watches.
 
 Bases: the embedded tiny base (``data/tiny``, if it is built) and a random-init Llama built in
-code (~34M parameters: hidden 512, 8 layers, vocab 8192), large enough that matmuls dominate.
+code (~34M parameters: hidden 512, 8 layers, vocab 8192), large enough that matmuls dominate; and
+``smollm2-shape``, a random-init Llama of SmolLM2-135M's shape (hidden 576, 30 layers, 9 heads / 3
+key-value heads, MLP 1536, vocab 49,152, tied embeddings: 134.5M parameters), built in code;
+``--layers`` gives it fewer layers (the same shape otherwise) where 30 are too slow to time.
+
+``--saving`` adds a third side: peftbook's **memory-saving step** on its own copy of the base, the
+same method and weights: the chunked LM head + cross-entropy (``peftbook.lm_loss``, ``--chunk-tokens``
+tokens at a time) and gradient checkpointing of every ``--checkpoint-every``-th decoder layer (0: none;
+transformers' ``every_n_layers``: a fraction of the layers buys memory for less recompute time). Its
+ratios are against PEFT's default step.
 
 ``--kbit-upcast`` measures what peft's ``prepare_model_for_kbit_training`` costs on a bf16 4-bit
 model (it casts every non-quantized parameter to fp32; peft #1149, bitsandbytes #1569) against our
@@ -22,6 +31,7 @@ QLoRA, which casts nothing.
 
     python benchmarks/vs_peft.py                   # everything, ~5-10 minutes on 2 CPU cores
     python benchmarks/vs_peft.py --methods lora --steps 10 --json results.json
+    python benchmarks/vs_peft.py --models smollm2-shape --batch-size 8 --seq-len 512 --saving --steps 2 --warmup 1
 """
 from __future__ import annotations
 
@@ -43,6 +53,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import peftbook  # noqa: E402
 from peftbook.memory import track_memory  # noqa: E402
 from peftbook.models import TINY_DIR, bnb_4bit_available  # noqa: E402
+from peftbook.train import enable_gradient_checkpointing  # noqa: E402
 
 # the same hyper-parameters on both sides; LLaMA-Adapter with PEFT's scalar gate so both do the same work
 SETTINGS = {"lora": {"rank": 8, "alpha": 16, "dropout": 0.0}, "qlora": {"rank": 8, "alpha": 16, "dropout": 0.0},
@@ -51,6 +62,11 @@ SETTINGS = {"lora": {"rank": 8, "alpha": 16, "dropout": 0.0}, "qlora": {"rank": 
 METHODS = tuple(SETTINGS)
 BENCH_LLAMA = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
                    num_key_value_heads=8, vocab_size=8192, max_position_embeddings=1024, tie_word_embeddings=False)
+# HuggingFaceTB/SmolLM2-135M's config.json shape (random weights: time and memory do not depend on them)
+SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True,
+                     rope_theta=100000.0, rms_norm_eps=1e-5)
+BUILT_BASES = {"llama-bench": BENCH_LLAMA, "smollm2-shape": SMOLLM2_SHAPE}
 
 
 def method_pair(method: str, num_layers: int):
@@ -77,8 +93,9 @@ def method_pair(method: str, num_layers: int):
     return ours, lambda base: peft.get_peft_model(base, get_method(method).hf_peft(base, ours))
 
 
-def base_loaders(names, workdir: Path):
-    """name -> (function returning a fresh fp32 base, function returning a fresh 4-bit base)."""
+def base_loaders(names, workdir: Path, layers: int | None = None):
+    """name -> (function returning a fresh fp32 base, function returning a fresh 4-bit base);
+    ``layers`` overrides smollm2-shape's 30 decoder layers."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig
 
     loaders = {}
@@ -90,8 +107,11 @@ def base_loaders(names, workdir: Path):
             path = TINY_DIR
         else:
             path = workdir / name
+            shape = dict(BUILT_BASES[name])
+            if name == "smollm2-shape" and layers:
+                shape["num_hidden_layers"] = layers
             torch.manual_seed(0)
-            AutoModelForCausalLM.from_config(LlamaConfig(**BENCH_LLAMA)).save_pretrained(path)
+            AutoModelForCausalLM.from_config(LlamaConfig(**shape)).save_pretrained(path)
         nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                  bnb_4bit_compute_dtype=torch.float32)
         loaders[name] = (
@@ -101,10 +121,23 @@ def base_loaders(names, workdir: Path):
     return loaders
 
 
-def train_step(model, optimizer, batch) -> None:
-    loss = model(**batch).loss
+def train_step(model, optimizer, batch, chunk_tokens=None, mark=None) -> None:
+    """Forward, backward, AdamW step, zero_grad: the model's own loss, or the chunked one."""
+    from peftbook.lm_loss import causal_lm_loss
+
+    if chunk_tokens is None:
+        loss = model(**batch).loss
+    else:
+        loss = causal_lm_loss(model, batch["input_ids"], batch["labels"], batch["attention_mask"],
+                              chunk_tokens=chunk_tokens)
+    if mark:
+        mark("backward")
     loss.backward()
+    if mark:
+        mark("optimizer")
     optimizer.step()
+    if mark:
+        mark("zero_grad")
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -114,49 +147,60 @@ def prepare(model):
     return model, optimizer
 
 
-def bench_pair(name, method, loaders, batch, steps, warmup):
+def bench_pair(name, method, loaders, batch, steps, warmup, saving=None):
+    """Paired steps of ours and PEFT's (and, with ``saving={"chunk_tokens", "checkpoint_every"}``, of our
+    memory-saving step): median times, then one tracked step each for the peak."""
     fp_loader, nf4_loader = loaders[name]
     load = nf4_loader if method == "qlora" else fp_loader
     base = load()
     num_layers = base.config.num_hidden_layers
     ours_config, make_peft = method_pair(method, num_layers)
-    ours, ours_opt = prepare(peftbook.apply(base, ours_config))
-    theirs, theirs_opt = prepare(make_peft(load()))
-    ours_trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad)
-    theirs_trainable = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
-    times = {"ours": [], "peft": []}
-    cpu_times = {"ours": [], "peft": []}
+    sides = {"ours": prepare(peftbook.apply(base, ours_config)), "peft": prepare(make_peft(load()))}
+    chunks = {"ours": None, "peft": None}
+    if saving is not None:
+        torch.manual_seed(0)  # the same method init as "ours"
+        saver = peftbook.apply(load(), method_pair(method, num_layers)[0])
+        if saving["checkpoint_every"]:
+            enable_gradient_checkpointing(saver, saving["checkpoint_every"])  # as train does
+        sides["saving"] = prepare(saver)
+        chunks["saving"] = saving["chunk_tokens"]
+    trainable = {side: sum(p.numel() for p in model.parameters() if p.requires_grad)
+                 for side, (model, _) in sides.items()}
+    times = {side: [] for side in sides}
+    cpu_times = {side: [] for side in sides}
+    names = list(sides)
     for step in range(warmup + steps):
-        order = (("ours", ours, ours_opt), ("peft", theirs, theirs_opt))
-        for side, model, optimizer in (order if step % 2 == 0 else order[::-1]):  # alternate who goes first
+        shift = step % len(names)  # rotate who goes first
+        for side in names[shift:] + names[:shift]:
+            model, optimizer = sides[side]
             start, start_cpu = time.perf_counter(), time.thread_time()
-            train_step(model, optimizer, batch)
+            train_step(model, optimizer, batch, chunks[side])
             if step >= warmup:
                 times[side].append(time.perf_counter() - start)
                 cpu_times[side].append(time.thread_time() - start_cpu)
     memory = {}
-    for side, model, optimizer in (("ours", ours, ours_opt), ("peft", theirs, theirs_opt)):
+    for side, (model, optimizer) in sides.items():
         with track_memory("cpu", model=model, optimizer=optimizer) as mem:
-            loss = model(**batch).loss
-            mem.mark("backward")
-            loss.backward()
-            mem.mark("optimizer")
-            optimizer.step()
-            mem.mark("zero_grad")
-            optimizer.zero_grad(set_to_none=True)
+            train_step(model, optimizer, batch, chunks[side], mark=mem.mark)
         memory[side] = mem.report
-    ours_s, peft_s = statistics.median(times["ours"]), statistics.median(times["peft"])
-    ours_cpu, peft_cpu = statistics.median(cpu_times["ours"]), statistics.median(cpu_times["peft"])
-    return {
-        "model": name, "method": method, "trainable_ours": ours_trainable, "trainable_peft": theirs_trainable,
-        "step_s_ours": ours_s, "step_s_peft": peft_s, "wall_ratio": ours_s / peft_s,
-        "cpu_s_ours": ours_cpu, "cpu_s_peft": peft_cpu, "time_ratio": ours_cpu / peft_cpu,
-        "step_s_ours_all": times["ours"], "step_s_peft_all": times["peft"],
-        "cpu_s_ours_all": cpu_times["ours"], "cpu_s_peft_all": cpu_times["peft"],
-        "peak_bytes_ours": memory["ours"].peak_bytes, "peak_bytes_peft": memory["peft"].peak_bytes,
-        "memory_ratio": memory["ours"].peak_bytes / memory["peft"].peak_bytes,
-        "by_category_ours": memory["ours"].by_category, "by_category_peft": memory["peft"].by_category,
-    }
+    row = {"model": name, "method": method, "layers": num_layers, "trainable_ours": trainable["ours"],
+           "trainable_peft": trainable["peft"]}
+    for side in sides:
+        row[f"step_s_{side}"] = statistics.median(times[side]) if times[side] else None
+        row[f"cpu_s_{side}"] = statistics.median(cpu_times[side]) if cpu_times[side] else None
+        row[f"step_s_{side}_all"], row[f"cpu_s_{side}_all"] = times[side], cpu_times[side]
+        row[f"peak_bytes_{side}"] = memory[side].peak_bytes
+        row[f"by_category_{side}"] = memory[side].by_category
+    for side, suffix in (("ours", ""), ("saving", "_saving")):
+        if side not in sides:
+            continue
+        if times[side]:
+            row[f"wall_ratio{suffix}"] = row[f"step_s_{side}"] / row["step_s_peft"]
+            row[f"time_ratio{suffix}"] = row[f"cpu_s_{side}"] / row["cpu_s_peft"]
+        row[f"memory_ratio{suffix}"] = memory[side].peak_bytes / memory["peft"].peak_bytes
+    if saving is not None:
+        row["saving"] = dict(saving)
+    return row
 
 
 def kbit_upcast(workdir: Path, batch) -> dict:
@@ -203,22 +247,43 @@ def kbit_upcast(workdir: Path, batch) -> dict:
 
 
 def print_table(rows) -> None:
-    header = (f"{'model':<12} {'method':<14} {'trainable ours/peft':>21} {'wall ms ours':>12} {'peft':>7} "
+    saving = any("peak_bytes_saving" in r for r in rows)
+    header = (f"{'model':<13} {'L':>2} {'method':<14} {'trainable ours/peft':>21} {'wall ms ours':>12} {'peft':>7} "
               f"{'cpu ms ours':>11} {'peft':>7} {'ratio':>6} {'peak MB ours':>12} {'peft':>7} {'ratio':>6}")
+    if saving:
+        header += f" {'saving: cpu ms':>14} {'ratio':>6} {'peak MB':>8} {'ratio':>6}"
     print(header)
     print("-" * len(header))
+
+    def ms(value):
+        return "-" if value is None else f"{1e3 * value:.0f}"
+
+    def ratio(value):
+        return "-" if value is None else f"{value:.3f}"
+
     for r in rows:
-        print(f"{r['model']:<12} {r['method']:<14} {r['trainable_ours']:>10,}/{r['trainable_peft']:<10,} "
-              f"{1e3 * r['step_s_ours']:>12.0f} {1e3 * r['step_s_peft']:>7.0f} {1e3 * r['cpu_s_ours']:>11.0f} "
-              f"{1e3 * r['cpu_s_peft']:>7.0f} {r['time_ratio']:>6.2f} "
-              f"{r['peak_bytes_ours'] / 2**20:>12.1f} {r['peak_bytes_peft'] / 2**20:>7.1f} {r['memory_ratio']:>6.3f}")
+        line = (f"{r['model']:<13} {r['layers']:>2} {r['method']:<14} "
+                f"{r['trainable_ours']:>10,}/{r['trainable_peft']:<10,} "
+                f"{ms(r['step_s_ours']):>12} {ms(r['step_s_peft']):>7} {ms(r['cpu_s_ours']):>11} "
+                f"{ms(r['cpu_s_peft']):>7} {ratio(r.get('time_ratio')):>6} "
+                f"{r['peak_bytes_ours'] / 2**20:>12.1f} {r['peak_bytes_peft'] / 2**20:>7.1f} {r['memory_ratio']:>6.3f}")
+        if "peak_bytes_saving" in r:
+            line += (f" {ms(r['cpu_s_saving']):>14} {ratio(r.get('time_ratio_saving')):>6} "
+                     f"{r['peak_bytes_saving'] / 2**20:>8.1f} {r['memory_ratio_saving']:>6.3f}")
+        print(line)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tiny", "llama-bench"], choices=["tiny", "llama-bench"])
+    parser.add_argument("--models", nargs="+", default=["tiny", "llama-bench"],
+                        choices=["tiny", "llama-bench", "smollm2-shape"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--layers", type=int, default=None, help="smollm2-shape's decoder layers (default 30)")
+    parser.add_argument("--saving", action="store_true", help="also time and measure peftbook's memory-saving step")
+    parser.add_argument("--chunk-tokens", type=int, default=256, help="the saving step's loss chunk (tokens)")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="the saving step checkpoints every n-th decoder layer (0: no checkpointing)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (0: memory only)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -226,14 +291,20 @@ def main(argv=None) -> int:
     parser.add_argument("--kbit-upcast", action="store_true", help="also measure prepare_model_for_kbit_training")
     parser.add_argument("--json", help="write all results to this file")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        raise ValueError(f"--steps={args.steps} / --warmup={args.warmup}: need steps >= 1, warmup >= 0")
+    if args.steps < 0 or args.warmup < 0:
+        raise ValueError(f"--steps={args.steps} / --warmup={args.warmup}: need steps >= 0, warmup >= 0")
+    if args.layers is not None and args.layers < 1:
+        raise ValueError(f"--layers={args.layers}: need at least 1 layer")
+    if args.chunk_tokens < 1 or args.checkpoint_every < 0:
+        raise ValueError(f"--chunk-tokens={args.chunk_tokens} / --checkpoint-every={args.checkpoint_every}: "
+                         "need chunk-tokens >= 1, checkpoint-every >= 0")
+    saving = {"chunk_tokens": args.chunk_tokens, "checkpoint_every": args.checkpoint_every} if args.saving else None
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     methods = [m for m in args.methods if m != "qlora" or bnb_4bit_available()]
     rows, upcast = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        loaders = base_loaders(args.models, Path(tmp))
+        loaders = base_loaders(args.models, Path(tmp), args.layers)
         for name in loaders:
             vocab = loaders[name][0]().config.vocab_size
             generator = torch.Generator().manual_seed(0)
@@ -241,13 +312,15 @@ def main(argv=None) -> int:
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
             for method in methods:
                 print(f"{name} / {method} ...", file=sys.stderr, flush=True)
-                rows.append(bench_pair(name, method, loaders, batch, args.steps, args.warmup))
+                rows.append(bench_pair(name, method, loaders, batch, args.steps, args.warmup, saving))
         if args.kbit_upcast and bnb_4bit_available():
             ids = torch.randint(4, BENCH_LLAMA["vocab_size"], (args.batch_size, args.seq_len),
                                 generator=torch.Generator().manual_seed(0))
             upcast = kbit_upcast(Path(tmp), {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
     print(f"batch {args.batch_size} x {args.seq_len} tokens, median of {args.steps} steps after {args.warmup} "
-          f"warmup, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"warmup, {torch.get_num_threads()} threads, torch {torch.__version__}"
+          + (f"; saving step: loss chunks of {args.chunk_tokens} tokens, checkpointing every "
+             f"{args.checkpoint_every or 'no'} layer(s)" if saving else ""))
     print_table(rows)
     if upcast:
         print("\nbf16 4-bit llama-bench, weights (MB) and one training step's peak (MB):")

@@ -10,13 +10,15 @@ What it does, and why:
   model learns to stop. The loss is the sum over target tokens divided by the number of target
   tokens in the *global* batch (all micro-batches, all processes), so gradient accumulation and
   several processes give the same gradient as one big batch (the mean-of-means of a per-micro-batch
-  mean would weight short examples more).
+  mean would weight short examples more). ``peftbook.lm_loss.causal_lm_loss`` computes it;
+  ``loss_chunk_tokens`` runs the LM head + cross-entropy in chunks (the full logits never exist).
 * **data order** is a seeded permutation per epoch, so the data position is just the step number:
   a checkpoint needs no sampler state, and every process sees the same global batch and takes its
   slice of it (``torchrun --nproc_per_node 2`` or ``accelerate launch`` runs the same loop).
-* **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``), linear
+* **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``; or another
+  optimizer, ``TrainConfig.optimizer``: ``resolve_optimizer`` says which implementation runs), linear
   warmup then cosine or linear decay, gradient clipping, bf16 autocast on CUDA, optional gradient
-  checkpointing.
+  checkpointing (every method, prefix tuning included).
 * **checkpoints** every ``checkpoint_every`` steps: the trainable parameters, the optimizer and
   scheduler states, every process's RNG state, the step and the history; ``resume=True`` continues
   from the latest one and ends with the same weights as an uninterrupted run. Ctrl-C
@@ -48,13 +50,20 @@ import torch
 from peftbook.batching import IGNORE_INDEX, encode_prompt, encode_target, pad_batch
 from peftbook.errors import ConfigError, OutputError, replace_directory, strict_json, write_text_atomic
 from peftbook.evaluate import evaluate
+from peftbook.lm_loss import causal_lm_loss, check_chunk_tokens
 from peftbook.memory import track_memory
 from peftbook.methods import get_method, save_adapter
 from peftbook.progress import progress_bar
 from peftbook.surgery import applied_config, copy_state_checked
 
 SCHEDULES = ("cosine", "linear", "constant")
-OPTIMIZERS = ("auto", "adamw", "paged_adamw_8bit")
+# TrainConfig.optimizer: "auto" is the default (AdamW, or the method's own on CUDA: paged 8-bit AdamW for
+# QLoRA); "adamw" is torch's AdamW as the device defaults it (multi-tensor "foreach" on CUDA, one tensor at a
+# time on CPU); the others ask for one implementation (see make_optimizer).
+OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "sgd")
+# what a choice resolves to on a device (resolve_optimizer): the implementations whose memory differs
+OPTIMIZER_IMPLEMENTATIONS = ("adamw_single_tensor", "adamw_foreach", "adamw_fused", "adamw_8bit",
+                             "paged_adamw_8bit", "sgd")
 
 
 @dataclass
@@ -68,6 +77,8 @@ class TrainConfig:
     schedule: str = "cosine"          # decay after warmup: cosine | linear (to 0) | constant
     max_grad_norm: float | None = 1.0  # global-norm clipping; None turns it off
     grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
+    grad_checkpointing_every: int = 1  # with grad_checkpointing: only every n-th decoder layer (less recompute)
+    loss_chunk_tokens: int | None = None  # LM head + cross-entropy this many labelled tokens at a time (less memory)
     max_length: int = 256             # tokens per example; longer ones keep their end (the target)
     eval_every: int = 0               # validate every N steps (and at the end); 0 = only at the end
     eval_examples: int | None = 200   # validation examples per evaluation (None = all)
@@ -78,13 +89,14 @@ class TrainConfig:
     resume: bool = False              # continue from the latest checkpoint in out_dir
     overwrite: bool = False           # replace an earlier run's results in out_dir (else it is refused)
     seed: int = 0                     # data order, dropout and any random init after this point
-    optimizer: str = "auto"           # auto (paged 8-bit AdamW for QLoRA on CUDA, else AdamW) | adamw | paged_adamw_8bit
+    optimizer: str = "auto"           # one of OPTIMIZERS; auto: paged 8-bit AdamW for QLoRA on CUDA, else AdamW
     memory_steps: int = 2             # steps measured by track_memory (0 = no measurement)
     progress: bool = True             # tqdm.auto progress bar with the loss
 
     def validate(self) -> None:
         for name, minimum in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("warmup", 0), ("max_length", 2),
-                              ("eval_every", 0), ("checkpoint_every", 0), ("seed", 0), ("memory_steps", 0)):
+                              ("eval_every", 0), ("checkpoint_every", 0), ("seed", 0), ("memory_steps", 0),
+                              ("grad_checkpointing_every", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -100,6 +112,7 @@ class TrainConfig:
         if self.max_grad_norm is not None and (not is_number(self.max_grad_norm) or not self.max_grad_norm > 0):
             # <= 0 would zero every gradient (0) or flip its sign (< 0); None turns clipping off
             raise ConfigError(f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm!r}")
+        check_chunk_tokens(self.loss_chunk_tokens)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule {self.schedule!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -225,8 +238,14 @@ def encode_example(tokenizer, task, example, max_length: int) -> tuple[list[int]
 
 
 def collate(encoded: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, labels (-100 on prompt and padding)."""
-    return pad_batch([ids for ids, _ in encoded], pad_token_id, labels=[labels for _, labels in encoded])
+    """Right-padded batch: input_ids, attention_mask, labels (-100 on prompt and padding).
+
+    The first token is never labelled (only a prompt-tuning virtual token could predict it), so every
+    method learns from the same tokens and the loss is divided by the same count.
+    """
+    batch = pad_batch([ids for ids, _ in encoded], pad_token_id, labels=[labels for _, labels in encoded])
+    batch["labels"][:, 0] = IGNORE_INDEX
+    return batch
 
 
 def example_order(num_examples: int, seed: int, epoch: int) -> list[int]:
@@ -243,18 +262,6 @@ def step_indices(num_examples: int, seed: int, step: int, per_step: int) -> list
     return indices
 
 
-def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions.
-
-    Methods that prepend virtual tokens return logits longer than the labels: the last ``T``
-    positions belong to the real tokens.
-    """
-    logits = logits[:, -labels.shape[1]:].float()
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="sum")
-
-
 def lr_lambda(config: TrainConfig):
     def factor(step: int) -> float:
         if step < config.warmup:
@@ -268,20 +275,76 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
+def enable_gradient_checkpointing(model, every_n_layers: int = 1) -> None:
+    """Checkpoint every ``every_n_layers``-th decoder layer, non-reentrant, with no input hook.
+
+    Non-reentrant (``torch.utils.checkpoint(use_reentrant=False)``): gradients reach parameters inside a
+    checkpointed layer whatever its inputs, so prefix tuning's prefix reaches every layer. That is also
+    why transformers' ``enable_input_require_grads`` hook (which makes the embeddings' output require
+    grad, for reentrant checkpointing) is removed: it would make backward run through every frozen layer
+    below the first trainable one (LLaMA-Adapter trains only the top layers) and compute the gradient of
+    the first layer's input, which nothing needs.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
+    elif every_n_layers == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ConfigError(f"grad_checkpointing_every={every_n_layers} needs transformers >= 5 (every_n_layers); "
+                          "use 1 with this version")
+    model.disable_input_require_grads()
+
+
+def resolve_optimizer(choice: str, method: str | None = None, device_type: str = "cpu") -> str:
+    """The implementation (one of ``OPTIMIZER_IMPLEMENTATIONS``) that ``TrainConfig.optimizer=choice`` runs
+    for ``method`` (a registry name, or None for a model without one) on ``device_type`` ("cpu" / "cuda").
+
+    The single place that decides it: ``make_optimizer`` builds what this names, and the memory simulator
+    can ask it what a training run on another device would hold (AdamW's multi-tensor path keeps a
+    parameter-sized temporary that the single-tensor one does not).
+    """
+    if choice not in OPTIMIZERS:
+        raise ConfigError(f"optimizer {choice!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"device_type {device_type!r} is not allowed; allowed: cpu, cuda")
+    if choice == "auto":
+        choice = get_method(method).cuda_optimizer if method is not None and device_type == "cuda" else "adamw"
+    if choice == "adamw":  # torch's default: foreach where its kernels exist (CUDA), else one tensor at a time
+        return "adamw_foreach" if device_type == "cuda" else "adamw_single_tensor"
+    return choice
+
+
 def make_optimizer(model, config: TrainConfig, device: torch.device):
-    """AdamW over the trainable parameters; ``"auto"`` on CUDA takes the method's own (the registry's
-    ``cuda_optimizer``: paged 8-bit AdamW for QLoRA, as the paper does)."""
+    """The optimizer ``config.optimizer`` asks for, over the trainable parameters (``resolve_optimizer``).
+
+    ``auto`` and ``adamw`` build ``torch.optim.AdamW`` with the device's default implementation (as train
+    always has); ``adamw_foreach`` / ``adamw_fused`` force torch's multi-tensor / fused kernels (both run on
+    CPU too); ``adamw_8bit`` and ``paged_adamw_8bit`` are bitsandbytes' (8-bit moments, block-wise
+    quantized; tensors under 4096 values keep 32-bit moments). bitsandbytes 0.50 runs both on CPU, but
+    paging needs CUDA unified memory: on CPU the paged one is the plain 8-bit one (bitsandbytes warns).
+    ``sgd`` is plain SGD (no momentum: no optimizer state at all).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; apply a method first (peftbook.apply)")
     applied = applied_config(model)
-    method_choice = get_method(applied.method).cuda_optimizer if applied is not None else "adamw"
-    use_paged = config.optimizer == "paged_adamw_8bit" or (
-        config.optimizer == "auto" and device.type == "cuda" and method_choice == "paged_adamw_8bit")
-    if use_paged:
+    method = applied.method if applied is not None else None
+    implementation = resolve_optimizer(config.optimizer, method, device.type)
+    lr, weight_decay = config.lr, config.weight_decay
+    if config.optimizer == "auto" and implementation == "paged_adamw_8bit":
         from peftbook.methods.qlora import qlora_optimizer
-        return qlora_optimizer(params, config.lr)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return qlora_optimizer(params, lr)  # the method's own, as the QLoRA paper trains
+    if implementation in ("adamw_8bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+        cls = bnb.optim.AdamW8bit if implementation == "adamw_8bit" else bnb.optim.PagedAdamW8bit
+        return cls(params, lr=lr, weight_decay=weight_decay)  # bnb's default weight decay is 0.01, not ours
+    if implementation == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if config.optimizer in ("auto", "adamw"):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)  # the device's default path
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=implementation == "adamw_foreach",
+                             fused=implementation == "adamw_fused" or None)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -383,8 +446,10 @@ def train_step(wrapped, accelerator, micro_batches: list[dict], trainable: list,
         tokens += int(batch["attention_mask"].sum())
         sync = k == len(micro_batches) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
-            logits = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            summed = target_token_loss(logits, batch["labels"])
+            with accelerator.autocast() if config.loss_chunk_tokens else contextlib.nullcontext():
+                # the chunked head runs outside the model's forward: under the same mixed precision
+                summed = causal_lm_loss(wrapped, batch["input_ids"], batch["labels"], batch["attention_mask"],
+                                        chunk_tokens=config.loss_chunk_tokens, reduction="sum")
             # DDP averages gradients over processes, hence the factor `world`
             accelerator.backward(summed * world / max(global_targets, 1))
         loss_sum += summed.detach()
@@ -444,7 +509,7 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     set_seed(config.seed)
 
     if config.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model, config.grad_checkpointing_every)
     model.train()
     optimizer = make_optimizer(model, config, accelerator.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))

@@ -233,7 +233,7 @@ def train_config_cases():
              ("memory_steps", -1, "memory_steps"), ("weight_decay", -0.1, "weight_decay must be >= 0, got -0.1"),
              ("steps", 1.5, "steps must be an integer >= 1, got 1.5"), ("steps", "10", "got '10'"),
              ("batch_size", True, "got True"), ("lr", "1e-3", "got '1e-3'"), ("lr", float("inf"), "got inf"),
-             ("schedule", "Cosine", "'Cosine'"), ("optimizer", "sgd", "'sgd'"), ("max_length", 0, "got 0"),
+             ("schedule", "Cosine", "'Cosine'"), ("optimizer", "adam", "'adam'"), ("max_length", 0, "got 0"),
              ("warmup", -1, "got -1"), ("grad_accum", 0, "got 0"), ("seed", -1, "got -1")]
     return [pytest.param(TrainConfig, field, value, words, id=f"{field}={value!r}") for field, value, words in cases]
 

@@ -1,6 +1,6 @@
 """Prefix tuning (Li & Liang 2021): the prefix is the start of every layer's KV cache, gradients,
 folding the reparameterisation MLP, save/load, HF PEFT equivalence, generate with the KV cache and
-left padding, the gradient-checkpointing error, bad input."""
+left padding, gradient checkpointing (and where it cannot work), bad input."""
 from __future__ import annotations
 
 import pytest
@@ -150,17 +150,46 @@ def test_generate_with_kv_cache_and_left_padding(model_type):
     torch.testing.assert_close(batch_logits[1], alone_logits[0], atol=1e-5, rtol=1e-5)
 
 
-def test_gradient_checkpointing_is_refused_at_apply_and_at_the_next_forward():
-    model = make_tiny_model("llama").train()
-    model.gradient_checkpointing_enable()
-    with pytest.raises(ValueError, match="gradient checkpointing"):
-        peftbook.apply(model, PrefixTuningConfig(num_virtual_tokens=N))
-    model = prefix_model("llama").train()
+def loss_and_grads(model, x):
+    model.zero_grad(set_to_none=True)
+    loss = model(input_ids=x, labels=x).loss
+    loss.backward()
+    return float(loss), {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("model_type, prefix_projection", [("llama", False), ("llama", True), ("gemma2", True)])
+def test_gradient_checkpointing_keeps_the_prefix_in_every_layer(model_type, prefix_projection):
+    # gemma2 with a 4-token window: its sliding layers' cache class is kept read-only too
+    model = peftbook.apply(make_tiny_model(model_type, sliding_window=4) if model_type == "gemma2"
+                           else make_tiny_model(model_type), PrefixTuningConfig(
+                               num_virtual_tokens=N, prefix_projection=prefix_projection, projection_hidden_size=8))
+    model.train()
+    x = ids_batch(length=10)
+    expected, expected_grads = loss_and_grads(model, x)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    loss, grads = loss_and_grads(model, x)
+    assert loss == pytest.approx(expected, rel=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+    with torch.no_grad():  # without gradients nothing is checkpointed: generate keeps its growing cache
+        out = model.generate(x[:1, :4], max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 7)
+
+
+def test_gradient_checkpointing_cases_that_cannot_carry_the_prefix_say_so():
     x = ids_batch()
-    model(input_ids=x, labels=x).loss.backward()  # fine without it
-    model.gradient_checkpointing_enable()
-    with pytest.raises(ValueError, match="gradient_checkpointing_disable"):
+    gpt2 = prefix_model("gpt2").train()  # GPT2Model itself passes no cache to checkpointed blocks
+    gpt2.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(ValueError, match="cannot train gpt2 with gradient checkpointing"):
+        gpt2(input_ids=x, labels=x)
+    model = prefix_model("llama").train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    with pytest.raises(ValueError, match="use_reentrant"):
         model(input_ids=x, labels=x)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    from transformers import DynamicCache
+    with pytest.raises(ValueError, match="takes no KV cache"):
+        model(input_ids=x, labels=x, past_key_values=DynamicCache(config=model.config))
 
 
 @pytest.mark.parametrize("fields, message", [

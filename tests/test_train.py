@@ -104,7 +104,7 @@ def test_encode_masks_prompt_and_appends_eos_for_generation(tmp_path):
 
 @pytest.mark.unit
 def test_loss_ignores_prompt_tokens():
-    from peftbook.train import target_token_loss
+    from peftbook.lm_loss import target_token_loss
 
     logits = torch.randn(1, 5, 11)
     labels = torch.tensor([[-100, -100, 3, 4, -100]])
@@ -130,7 +130,9 @@ def test_schedule_warmup_then_cosine_to_zero():
 @pytest.mark.unit
 @pytest.mark.parametrize("field, value, words", [
     ("steps", 0, "steps"), ("lr", 0.0, "learning rate"), ("lr", -1e-3, "learning rate"),
-    ("batch_size", 0, "batch_size"), ("schedule", "step", "cosine"), ("optimizer", "sgd", "adamw"),
+    ("batch_size", 0, "batch_size"), ("schedule", "step", "cosine"), ("optimizer", "adam", "adamw_fused"),
+    ("loss_chunk_tokens", 0, "loss_chunk_tokens"), ("loss_chunk_tokens", "512", "loss_chunk_tokens"),
+    ("grad_checkpointing_every", 0, "grad_checkpointing_every"),
 ])
 def test_bad_config_raises(field, value, words):
     from peftbook.train import TrainConfig
@@ -237,7 +239,7 @@ torch.manual_seed(0)
 model, tokenizer = load_model({model!r}, device="cpu")
 apply(model, make_config("lora", rank=4, alpha=8, dropout=0.0))
 result = train(model, tokenizer, word_task({task!r}), TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup=1,
-               memory_steps=0, progress=False, final_eval=False))
+               memory_steps=0, progress=False, final_eval=False, **{options!r}))
 if int(__import__("os").environ.get("RANK", "0")) == 0:
     json.dump({{"losses": result.losses, "world": result.num_processes,
                "weights": {{n: p.detach().flatten()[:50].tolist() for n, p in model.named_parameters() if p.requires_grad}}}},
@@ -252,8 +254,10 @@ def test_two_process_accelerate_run_follows_one_process(tmp_path, tiny_dir):
     for nproc in (1, 2):
         out = tmp_path / f"out{nproc}.json"
         script = tmp_path / f"run{nproc}.py"
+        # the 2-process run also takes the memory-saving step (chunked loss under DDP, checkpointing)
+        options = {} if nproc == 1 else {"loss_chunk_tokens": 5, "grad_checkpointing": True}
         script.write_text(_TWO_PROCESS_SCRIPT.format(tests=str(REPO / "tests"), model=str(tiny_dir),
-                                                     task=str(task_dir), out=str(out)))
+                                                     task=str(task_dir), out=str(out), options=options))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                    "--standalone", str(script)]

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftbook.methods.lora import ADAPTER_DTYPES, adapter_torch_dtype
 from peftbook.models import decoder_layers, get_architecture, model_dims
 from peftbook.surgery import ROTARY_STYLES, apply_rotary, copy_state_checked, has_values, trial_run
 
@@ -76,6 +77,7 @@ class LlamaAdapterConfig:
     # half), rounded, at least 1; the default is the paper's 30 of LLaMA-7B's 32, so it scales with the model
     adapter_layers: int | float = PAPER_FRACTION
     gate: str = "per_head_tanh"  # "per_head_tanh": paper eq. 7 and official code; "scalar": HF PEFT's variant
+    adapter_dtype: str = "base"  # prompts and gates in the base's dtype, or "fp32" on a 16-bit base (cast when used)
 
     def validate(self) -> None:
         if not isinstance(self.adapter_len, int) or isinstance(self.adapter_len, bool) or self.adapter_len <= 0:
@@ -88,6 +90,9 @@ class LlamaAdapterConfig:
                              "layers) or a fraction in (0, 1] of the model's layers")
         if self.gate not in GATES:
             raise ValueError(f"gate={self.gate!r} is not allowed; allowed: {', '.join(GATES)}")
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            raise ValueError(f"adapter_dtype={self.adapter_dtype!r} is not allowed; "
+                             f"allowed: {', '.join(ADAPTER_DTYPES)}")
 
 
 class AdaptedAttention(nn.Module):
@@ -106,6 +111,7 @@ class AdaptedAttention(nn.Module):
         self.fused_layout = "per_head" if architecture.model_type in FUSED_QKV_PER_HEAD else "in_order"
         weight = next(p for p in attention.parameters())
         dtype = weight.dtype if weight.is_floating_point() else torch.float32  # a 4-bit base computes in fp32
+        dtype = adapter_torch_dtype(config.adapter_dtype, dtype)
         self.adaption_prompt = nn.Parameter(  # (P, hidden): fed to the frozen k/v projections like a token
             torch.randn(config.adapter_len, dims["hidden_size"], device=weight.device, dtype=dtype))
         self.norms = {"q": norm_of(attention, "q", self.num_heads, self.head_dim),
@@ -128,7 +134,8 @@ class AdaptedAttention(nn.Module):
         batch, length, _ = hidden_states.shape
         query = self.query(hidden_states, position_embeddings)  # (B, nh, T, hd)
 
-        _, key, value = self._project(self.adaption_prompt)  # (P, kv * hd) each; no RoPE on the prompt
+        prompt = self.adaption_prompt.to(hidden_states.dtype)  # (P, hidden); a no-op unless adapter_dtype="fp32"
+        _, key, value = self._project(prompt)  # (P, kv * hd) each; no RoPE on the prompt
         key = self._heads(key, "k", self.num_kv_heads).transpose(0, 1)  # (kv, P, hd)
         value = value.view(-1, self.num_kv_heads, self.head_dim).transpose(0, 1)  # (kv, P, hd)
         groups = self.num_heads // self.num_kv_heads  # GQA: each kv head serves `groups` query heads
@@ -142,6 +149,7 @@ class AdaptedAttention(nn.Module):
             scores = softcap * torch.tanh(scores / softcap)
         weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # separate softmax over P
         gate = self.adaption_gate.tanh() if self.gate_kind == "per_head_tanh" else self.adaption_gate
+        gate = gate.to(weights.dtype)  # (nh,) or (1,)
         # gate the (B, nh, T, P) weights, not the (B, nh, T, hd) output: the same product, but backward then
         # keeps a tensor of P (10) values per query and head instead of head_dim (64) -- measured: +1.6-3.3%
         # activation memory against HF PEFT when the output was gated, equal once the weights are

@@ -22,8 +22,10 @@ Only A and B train: ``rank * (in + out)`` numbers instead of ``in * out``.  Afte
 What we do like the reference (the paper's ``loralib`` and HF PEFT): A is initialised like
 ``nn.Linear`` (Kaiming-uniform, a=sqrt(5)), B at zero, dropout on the LoRA branch only, default
 targets q and v, rsLoRA (Kalajdzievski 2023, arXiv 2312.03732) scales by alpha/sqrt(rank).
-What we do differently: one adapter per model (no adapter-name dicts), and a target that matches
-no module is an error listing the candidates rather than silently training nothing.  Saved
+What we do differently: one adapter per model (no adapter-name dicts), a target that matches
+no module is an error listing the candidates rather than silently training nothing, and on a 16-bit
+base A and B are 16-bit too by default (``adapter_dtype="base"``; HF PEFT up-casts them to fp32, which
+``adapter_dtype="fp32"`` reproduces).  Saved
 adapters use HF PEFT's key names and ``adapter_config.json``, so ``PeftModel.from_pretrained`` loads them.
 """
 from __future__ import annotations
@@ -41,6 +43,12 @@ from peftbook.surgery import (copy_state_checked, is_linear, linear_shapes, line
                               replace_module)
 
 PEFT_PREFIX = "base_model.model."  # HF PEFT's key prefix for the wrapped model
+ADAPTER_DTYPES = ("base", "fp32")  # LoRAConfig.adapter_dtype
+
+
+def adapter_torch_dtype(adapter_dtype: str, base_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of new adapter weights: the base's, or fp32 ("fp32")."""
+    return torch.float32 if adapter_dtype == "fp32" else base_dtype
 
 
 @dataclass
@@ -51,6 +59,10 @@ class LoRAConfig:
     dropout: float = 0.0  # dropout on the LoRA branch's input only (the base path is untouched)
     targets: list[str] | str | None = None  # module-name suffixes; None -> architecture default; "all-linear"
     use_rslora: bool = False  # scale alpha/sqrt(rank): keeps the update's size stable at large rank
+    # "base": A and B in the adapted layer's dtype (QLoRA: its compute dtype); "fp32": fp32 on a 16-bit base,
+    # as HF PEFT's default autocast_adapter_dtype=True (each adapted layer's input is then cast to an fp32
+    # copy that backward keeps: more memory, fp32 updates of A and B)
+    adapter_dtype: str = "base"
 
     def validate(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
@@ -61,6 +73,9 @@ class LoRAConfig:
             raise ValueError(f"dropout={self.dropout!r} is not allowed; dropout must be in [0, 1)")
         if isinstance(self.targets, str) and self.targets != "all-linear":
             raise ValueError(f"targets={self.targets!r} is not allowed; use None, 'all-linear' or a list of names")
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            raise ValueError(f"adapter_dtype={self.adapter_dtype!r} is not allowed; "
+                             f"allowed: {', '.join(ADAPTER_DTYPES)}")
         if isinstance(self.targets, (list, tuple)) and (not self.targets or not all(
                 isinstance(t, str) and t for t in self.targets)):
             raise ValueError(f"targets={self.targets!r} is not allowed; give a non-empty list of module names")
@@ -93,8 +108,9 @@ class LoRALinear(nn.Module):
         result = self.base(x)  # (.., out)
         if self.merged:
             return result
-        lora_x = self.dropout(x).to(self.lora_A.weight.dtype)  # no-op unless the base is 4-bit/16-bit
-        return result + (self.lora_B(self.lora_A(lora_x)) * self.scaling).to(result.dtype)
+        lora_x = self.dropout(x).to(self.lora_A.weight.dtype)  # a copy only for fp32 LoRA on a 16-bit base
+        # summed in the wider dtype, rounded once (as HF PEFT): a no-op cast when LoRA has the base's dtype
+        return (result + self.lora_B(self.lora_A(lora_x)) * self.scaling).to(result.dtype)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -172,7 +188,9 @@ def inject(model: nn.Module, config: LoRAConfig, dtype: torch.dtype | None = Non
                              "reads its weight directly instead of calling the layer")
     for name in targets:
         base = model.get_submodule(name)
-        replace_module(model, name, LoRALinear(base, config.rank, config.alpha, config.dropout, config.use_rslora, dtype))
+        weight_dtype = adapter_torch_dtype(config.adapter_dtype, dtype or base.weight.dtype)
+        replace_module(model, name, LoRALinear(base, config.rank, config.alpha, config.dropout, config.use_rslora,
+                                               weight_dtype))
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -22,10 +22,17 @@ heads, like the cache. Gemma2's sliding-window layers come from ``DynamicCache(c
 Like HF PEFT: the flat layout ``(n, layers, 2, kv_heads, head_dim)`` (keys then values, per layer),
 the MLP shape (``P'`` has width ``kv_heads * head_dim``), N(0, 1) init, real tokens at positions
 ``n, n+1, ..`` (they come after the prefix in the cache), and the saved ``prompt_embeddings`` tensor is
-the MLP's output, so ``peft.PeftModel.from_pretrained`` loads our folder. Differently: gradient
-checkpointing is refused with a clear error (transformers' checkpointed layers drop the cache, so the
-prefix would silently vanish in training), and left padding is handled like in ``generate()``: the
-real tokens' positions follow the attention mask.
+the MLP's output, so ``peft.PeftModel.from_pretrained`` loads our folder. Differently: left padding is
+handled like in ``generate()`` (the real tokens' positions follow the attention mask), and gradient
+checkpointing works. Transformers' checkpointed decoder layers drop the cache they are given (a layer
+that *writes* the cache would write it twice: once in forward, again when backward replays it), which
+would silently remove the prefix; a layer may keep it only when it merely reads the cache
+(``GradientCheckpointingLayer._can_checkpoint_with_cache``). So while checkpointing is on in a
+training forward, the cache we hand in is read-only: each layer's ``update`` returns
+``[prefix | new keys]`` and forgets the new ones, so the replay sees exactly what the forward saw, and
+the decoder layers are marked as readers. Only non-reentrant checkpointing (``use_reentrant=False``,
+transformers' default and ``train``'s) is accepted: the prefix is one graph that every layer's gradient
+flows into, and reentrant checkpointing runs a separate backward per layer that frees it after the first.
 """
 from __future__ import annotations
 
@@ -86,12 +93,13 @@ class PrefixEncoder(nn.Module):
 
 
 def inject(model: nn.Module, config: PrefixTuningConfig) -> None:
-    _refuse_gradient_checkpointing(model)
     require_key_value_cache(model, "prefix tuning", every_layer=False)  # the prefix is keys and values
     hidden = config.projection_hidden_size if config.prefix_projection else None
     layout = key_value_layout(model, "prefix tuning")  # what each layer's attention writes to the cache
     model.prefix_encoder = PrefixEncoder(config.num_virtual_tokens, layout, hidden,
                                          device=model.get_input_embeddings().weight.device)
+    for layer in checkpointed_layers(model):  # they keep the (read-only, see _insert_prefix) cache
+        layer._can_checkpoint_with_cache = True
     add_forward_pre_hook(model, _insert_prefix)
     set_applied_config(model, config)  # the hook reads it; apply() sets it again, or undoes all if this raises
     if not has_values(model):  # the memory simulator's fake weights: the trial below needs numbers
@@ -142,21 +150,34 @@ def prefix_key_values(model: nn.Module, batch_size: int) -> list[tuple[torch.Ten
 
 def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     """Forward pre-hook: make sure the KV cache starts with the prefix; shift mask and positions."""
-    _refuse_gradient_checkpointing(model)
     kwargs = forward_kwargs(model, args, kwargs)
     cache = kwargs.pop("past_key_values", None)  # the name before transformers 5
     cache = kwargs.get("cache") if cache is None else cache
     inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
     n = applied_config(model).num_virtual_tokens
-    if cache is None:
-        cache = DynamicCache(config=model.config)
-    if cache.get_seq_length() == 0:  # a new cache, or the empty one generate() made: the prefill step
-        if not isinstance(cache, DynamicCache):
-            raise ValueError(f"prefix tuning needs a DynamicCache, got {type(cache).__name__}; "
-                             "use generate() without cache_implementation")
-        for layer, pair in enumerate(prefix_key_values(model, inputs.shape[0])):
-            if pair is not None:
-                cache.update(*pair, layer)
+    if checkpointing_now(model):
+        if body_drops_cache(model):
+            raise ValueError(f"prefix tuning cannot train {model.config.model_type} with gradient checkpointing: "
+                             "its model body drops the KV cache that carries the prefix whenever checkpointing is "
+                             "on; train without checkpointing (or use prompt tuning / LoRA with it)")
+        if reentrant_checkpointing(model):
+            raise ValueError("prefix tuning needs non-reentrant gradient checkpointing: enable it with "
+                             "gradient_checkpointing_kwargs={'use_reentrant': False} (transformers' default)")
+        if cache is not None:
+            raise ValueError("prefix tuning with gradient checkpointing: a training forward takes no KV cache "
+                             "(the checkpointed layers would replay it); call the model without past_key_values")
+        cache = prefix_cache(model, inputs.shape[0])
+        for layer, shape in zip(cache.layers, model.prefix_encoder.layout):
+            if shape is not None:  # a layer holding a prefix; a hybrid's recurrent layers are left as they are
+                keep_only_prefix(layer)
+    else:
+        if cache is None:
+            cache = DynamicCache(config=model.config)
+        if cache.get_seq_length() == 0:  # a new cache, or the empty one generate() made: the prefill step
+            if not isinstance(cache, DynamicCache):
+                raise ValueError(f"prefix tuning needs a DynamicCache, got {type(cache).__name__}; "
+                                 "use generate() without cache_implementation")
+            fill_prefix(cache, model, inputs.shape[0])
     kwargs["cache"] = cache
     kwargs["attention_mask"] = extend_attention_mask(kwargs.get("attention_mask"), n)
     if kwargs.get("position_ids") is not None:  # generate() counts from 0; the prefix holds 0..n-1
@@ -164,11 +185,65 @@ def _insert_prefix(model: nn.Module, args: tuple, kwargs: dict):
     return (), kwargs
 
 
-def _refuse_gradient_checkpointing(model: nn.Module) -> None:
-    if any(getattr(module, "gradient_checkpointing", False) for module in model.modules()):  # as transformers checks
-        raise ValueError("prefix tuning does not work with gradient checkpointing: checkpointed layers drop the KV "
-                         "cache that carries the prefix. Call model.gradient_checkpointing_disable(), or use "
-                         "prompt tuning or LoRA with checkpointing")
+def prefix_cache(model: nn.Module, batch_size: int) -> DynamicCache:
+    """A new cache that holds the prefix in every layer that keeps keys and values."""
+    cache = DynamicCache(config=model.config)
+    fill_prefix(cache, model, batch_size)
+    return cache
+
+
+def fill_prefix(cache: DynamicCache, model: nn.Module, batch_size: int) -> None:
+    for layer, pair in enumerate(prefix_key_values(model, batch_size)):
+        if pair is not None:
+            cache.update(*pair, layer)
+
+
+def checkpointed_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules transformers can checkpoint (its ``GradientCheckpointingLayer``: the decoder layers)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+
+
+def checkpointing_now(model: nn.Module) -> bool:
+    """Whether this forward's decoder layers will be checkpointed (transformers' own condition)."""
+    return model.training and torch.is_grad_enabled() and any(
+        getattr(layer, "gradient_checkpointing", False) for layer in checkpointed_layers(model))
+
+
+def body_drops_cache(model: nn.Module) -> bool:
+    """Whether the model body itself passes no cache to its layers while checkpointing (gpt2, bloom, falcon
+    in transformers 5: ``cache if not (self.gradient_checkpointing and self.training) else None``)."""
+    import inspect
+
+    source = inspect.getsource(type(model.base_model).forward)
+    return "gradient_checkpointing and self.training" in source
+
+
+def reentrant_checkpointing(model: nn.Module) -> bool:
+    """Whether the checkpointed layers use ``torch.utils.checkpoint(..., use_reentrant=True)``."""
+    functions = [getattr(layer, "_gradient_checkpointing_func", None) for layer in checkpointed_layers(model)
+                 if getattr(layer, "gradient_checkpointing", False)]
+    return any(getattr(f, "keywords", {}).get("use_reentrant", False) for f in functions if f is not None)
+
+
+def keep_only_prefix(cache_layer) -> None:
+    """Make one cache layer read-only: ``update`` returns ``[prefix | new]`` and keeps only the prefix.
+
+    A checkpointed decoder layer runs twice (forward, then backward's replay); both runs then see the
+    same keys and values. The layer's state is restored whole, whatever its class keeps (sliding windows).
+    """
+    update = cache_layer.update
+
+    def update_and_forget(*args, **kwargs):
+        state = dict(vars(cache_layer))
+        try:
+            return update(*args, **kwargs)
+        finally:
+            vars(cache_layer).clear()
+            vars(cache_layer).update(state)
+
+    cache_layer.update = update_and_forget
 
 
 def fold(model: nn.Module) -> nn.Module:

@@ -23,7 +23,8 @@ What we do, and how it differs from the reference (``qlora.py`` + HF PEFT):
   ``apply(fp_model, QLoRAConfig())`` works. Given the same weights and settings, the two paths hold
   the same 4-bit codes and scales and give identical logits (tested).
 * LoRA weights take the 4-bit layers' compute dtype (fp32 on CPU, bf16 on GPU), like the paper's
-  code with ``--bf16``.  We do **not** call peft's ``prepare_model_for_kbit_training``, which casts
+  code with ``--bf16`` (``adapter_dtype="fp32"`` keeps them in fp32, as HF PEFT does by default).
+  We do **not** call peft's ``prepare_model_for_kbit_training``, which casts
   every non-quantized parameter (embeddings, norms, output head) to fp32: on a bf16 model that
   doubles their memory for no gain in the LoRA gradients (peft #1149, bitsandbytes #1569); see
   ``benchmarks/vs_peft.py --kbit-upcast`` for the measured cost.
@@ -196,7 +197,8 @@ def inject(model: nn.Module, config: QLoRAConfig) -> None:
             replace_module(model, name, quantize_linear(module, config.quant_type, config.double_quant))
     for name in targets:
         base = model.get_submodule(name)
-        dtype = getattr(base, "compute_dtype", None) or torch.float32  # LoRA in the 4-bit layer's compute dtype
+        # LoRA in the 4-bit layer's compute dtype, or fp32 (adapter_dtype="fp32")
+        dtype = lora.adapter_torch_dtype(config.adapter_dtype, getattr(base, "compute_dtype", None) or torch.float32)
         replace_module(model, name, lora.LoRALinear(base, config.rank, config.alpha, config.dropout,
                                                     config.use_rslora, dtype))
 
