@@ -7,14 +7,12 @@ the tensors' own shapes.
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
 
 from peftbook.memory import estimate_memory, measure_memory, simulate_memory
-from peftbook.memory.options import (OPTIMIZERS, StepOptions, resolve_optimizer, step_options)
+from peftbook.memory.options import OPTIMIZERS, StepOptions, resolve_optimizer, step_options, with_adapter_dtype
 from peftbook.memory.simulate import build_model
 from peftbook.methods import make_config
 from peftbook.zoo import tiny_random_config
@@ -26,8 +24,8 @@ BATCH, SEQ = 2, 16
 
 
 def measured_and_simulated(method: str, options: StepOptions, dtype=torch.float32):
-    torch.manual_seed(0)
-    model = build_model(CONFIG, dtype, None if method == "full" else make_config(method))
+    torch.manual_seed(0)  # the adapter built as a training run with these options builds it
+    model = build_model(CONFIG, dtype, with_adapter_dtype(None if method == "full" else make_config(method), options))
     measured = measure_memory(model, BATCH, SEQ, options=options)
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
     simulated = simulate_memory(CONFIG, None if method == "full" else make_config(method), BATCH, SEQ, name,
@@ -104,7 +102,7 @@ def test_paged_8bit_is_the_qlora_default_on_cuda():
 
 
 # -- gradient checkpointing, adapter dtype -------------------------------------------------------
-@pytest.mark.parametrize("method", ["full", "lora", "qlora", "prompt_tuning", "llama_adapter"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "llama_adapter"])
 def test_checkpointing_simulated_match_measured(method):
     options = StepOptions(grad_checkpointing=True, device="cpu")
     measured, simulated = measured_and_simulated(method, options)
@@ -118,11 +116,11 @@ def kept_by_forward(report) -> int:
     return report.timeline[dict((label, index) for index, label in report.markers)["backward"]]
 
 
-def test_checkpointing_refuses_prefix_tuning_before_work():
-    with pytest.raises(ValueError, match="grad_checkpointing does not work with prefix_tuning"):
-        simulate_memory("llama-405b", "prefix_tuning", options=StepOptions(grad_checkpointing=True))
-    with pytest.raises(ValueError, match="prefix_tuning"):
-        estimate_memory("llama-405b", "prefix_tuning", options={"grad_checkpointing": True})
+def test_checkpointing_with_prefix_tuning_is_refused_where_the_body_drops_the_cache():
+    """gpt2's model body passes no cache to its layers under checkpointing: the method says so."""
+    with pytest.raises(ValueError, match="cannot train gpt2 with gradient checkpointing"):
+        simulate_memory(tiny_random_config("gpt2"), "prefix_tuning", 1, 8, "fp32",
+                        options=StepOptions(grad_checkpointing=True, device="cpu"))
 
 
 def test_fp32_adapter_on_a_bf16_base():
@@ -131,38 +129,21 @@ def test_fp32_adapter_on_a_bf16_base():
     assert abs(simulated.peak_bytes - measured.peak_bytes) <= 0.05 * measured.peak_bytes
     base = simulate_memory(CONFIG, "lora", BATCH, SEQ, "bf16", device="cpu")
     assert simulated.by_category["optimizer"] == pytest.approx(2 * base.by_category["optimizer"], rel=0.01)
-    with pytest.raises(ValueError, match="adapter_dtype='fp32' on a 16-bit base works for lora, qlora"):
-        simulate_memory(CONFIG, "prompt_tuning", 1, 8, "bf16", options=options)
+    with pytest.raises(ValueError, match="adapter_dtype='fp32' applies to methods that add parameters"):
+        simulate_memory(CONFIG, None, 1, 8, "bf16", options=options)
+    model = build_model(CONFIG, torch.bfloat16, make_config("lora"))  # applied with adapter_dtype="base"
+    with pytest.raises(ValueError, match="apply it with adapter_dtype='fp32'"):
+        measure_memory(model, 1, 8, options=options)
 
 
-# -- chunked loss: needs peftbook.lm_loss ------------------------------------------------------
-def test_loss_chunking_without_lm_loss_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "peftbook.lm_loss", None)  # as if the module did not exist
-    with pytest.raises(ValueError, match="loss_chunk_tokens needs peftbook.lm_loss"):
-        simulate_memory("llama-405b", "lora", options=StepOptions(loss_chunk_tokens=256))
+# -- chunked loss: train's own function ---------------------------------------------------------
+def test_loss_chunking_runs_trains_chunked_loss():
+    """The simulated and measured steps call peftbook.lm_loss.causal_lm_loss, the loss train computes."""
+    from peftbook.lm_loss import causal_lm_loss
+    from peftbook.memory.options import chunked_loss_function
 
-
-def test_loss_chunking_runs_the_chunked_loss(monkeypatch):
-    """With a stand-in ``causal_lm_loss`` (LM head + CE per chunk, each chunk checkpointed) the step uses it."""
-    from torch.utils.checkpoint import checkpoint
-
-    calls = []
-
-    def causal_lm_loss(model, input_ids, labels, attention_mask=None, chunk_tokens=None):
-        calls.append(chunk_tokens)
-        hidden = model.model(input_ids=input_ids).last_hidden_state[:, :-1].reshape(-1, CONFIG.hidden_size)
-        targets = labels[:, 1:].reshape(-1)
-        total = 0
-        for start in range(0, len(targets), chunk_tokens):
-            def chunk_loss(h, t=targets[start:start + chunk_tokens]):
-                return torch.nn.functional.cross_entropy(model.lm_head(h).float(), t, reduction="sum")
-            total = total + checkpoint(chunk_loss, hidden[start:start + chunk_tokens], use_reentrant=False)
-        return total / len(targets)
-
-    monkeypatch.setitem(sys.modules, "peftbook.lm_loss", types.SimpleNamespace(causal_lm_loss=causal_lm_loss))
-    options = StepOptions(loss_chunk_tokens=8, device="cpu")
-    measured, simulated = measured_and_simulated("lora", options)
-    assert calls == [8, 8]
+    assert chunked_loss_function() is causal_lm_loss
+    measured, simulated = measured_and_simulated("lora", StepOptions(loss_chunk_tokens=8, device="cpu"))
     assert abs(simulated.peak_bytes - measured.peak_bytes) <= 0.05 * measured.peak_bytes
 
 

@@ -53,7 +53,7 @@ def test_largest_batch_is_the_brute_force_answer(fixed, slopes):
 def test_ladder():
     assert [label for label, _ in ladder("lora", StepOptions(device="cuda"))][:3] == [
         "defaults", "gradient checkpointing", "8-bit AdamW"]
-    assert "gradient checkpointing" not in [label for label, _ in ladder("prefix_tuning", StepOptions())]
+    assert "gradient checkpointing" in [label for label, _ in ladder("prefix_tuning", StepOptions())]
     assert "8-bit AdamW" not in [label for label, _ in ladder("qlora", StepOptions())]  # paged 8-bit already
 
 
@@ -83,7 +83,8 @@ def test_plan_agrees_with_the_simulator(lora_peaks):
 def test_plan_says_when_nothing_fits(lora_peaks):
     result = plan("tiny-llama", 1000, SEQ, methods=["lora", "prefix_tuning"], margin=NO_MARGIN)
     assert [row["fits"] for row in result["methods"]] == [False, False]
-    assert [t["adds"] for t in result["methods"][1]["tried"]] == ["defaults", "8-bit AdamW"]
+    assert [t["adds"] for t in result["methods"][1]["tried"]] == ["defaults", "gradient checkpointing",
+                                                                  "8-bit AdamW", "chunked LM head"]
 
 
 def test_lora_that_does_not_fit_points_to_qlora():

@@ -42,7 +42,7 @@ import warnings
 
 import torch
 
-from peftbook.memory.options import ADAPTER_DTYPE_METHODS, NO_CHECKPOINTING_METHODS, StepOptions
+from peftbook.memory.options import ADAPTER_DTYPE_METHODS, StepOptions, with_adapter_dtype
 from peftbook.memory.simulate import build_model, measure_memory, simulate_memory
 from peftbook.methods import TRAINABLE_METHODS, make_config
 
@@ -78,15 +78,13 @@ def random_llama_shape(rng: random.Random):
 
 def applicable(method: str, options: StepOptions, dtype: str) -> bool:
     """Whether (method, options) runs today (the pairs ``check_method_options`` refuses do not)."""
-    if options.grad_checkpointing and method in NO_CHECKPOINTING_METHODS:
-        return False
     return not (options.adapter_dtype == "fp32" and dtype != "fp32" and method not in ADAPTER_DTYPE_METHODS)
 
 
 def compare(config, method: str, options: StepOptions, dtype: str, batch_size: int, seq_len: int,
             seed: int = 0) -> dict:
     """Measure the real CPU step and simulate it: one row of the fidelity table."""
-    method_config = None if method == "full" else make_config(method)
+    method_config = with_adapter_dtype(None if method == "full" else make_config(method), options)
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers: use_cache under checkpointing

@@ -39,7 +39,6 @@ tokens at a time (``peftbook.lm_loss.causal_lm_loss``) instead of materialising 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -50,12 +49,20 @@ IMPLEMENTATIONS = ("adamw single-tensor", "adamw foreach", "adamw fused", "adamw
                    "sgd single-tensor", "sgd foreach")
 DEVICES = ("cuda", "cpu")
 ADAPTER_DTYPES = ("base", "fp32")
-# Methods whose forward casts its input to the adapter's dtype (LoRA's ``.to(lora_A.weight.dtype)``), so
-# an fp32 adapter on a 16-bit base runs; the others need the methods' own adapter-dtype support.
-ADAPTER_DTYPE_METHODS = ("lora", "qlora")
-# Methods that refuse gradient checkpointing today (prefix tuning: its prefix rides in the KV cache,
-# which transformers turns off under checkpointing).
-NO_CHECKPOINTING_METHODS = ("prefix_tuning",)
+# Methods that take adapter_dtype="fp32" on a 16-bit base: those whose config has the field (LoRA, QLoRA,
+# LLaMA-Adapter: ``with_adapter_dtype`` sets it, so the step runs as ``apply`` builds it for ``train``), and
+# prompt and prefix tuning, whose few parameters are fp32 whatever the base (the option changes nothing).
+ADAPTER_DTYPE_METHODS = ("lora", "qlora", "llama_adapter", "prompt_tuning", "prefix_tuning")
+
+
+def with_adapter_dtype(method_config, options: "StepOptions"):
+    """``method_config`` with ``adapter_dtype="fp32"`` where the options ask for it and the config has the
+    field: the adapter is then built in fp32 by ``apply``, as a training run with that config has it."""
+    import dataclasses
+
+    if options.adapter_dtype == "fp32" and method_config is not None and hasattr(method_config, "adapter_dtype"):
+        return dataclasses.replace(method_config, adapter_dtype="fp32")
+    return method_config
 
 
 @dataclass(frozen=True)
@@ -140,21 +147,18 @@ def device_type(device) -> str | None:
 
 
 def resolve_optimizer(name: str, method: str, device: str) -> str:
-    """The implementation (one of ``IMPLEMENTATIONS``) that optimizer ``name`` runs for ``method`` on ``device``."""
-    from peftbook.methods import get_method
+    """The implementation (one of ``IMPLEMENTATIONS``) that optimizer ``name`` runs for ``method`` on ``device``:
+    ``peftbook.train.resolve_optimizer``'s answer (the one place that decides it), in the simulator's names."""
+    from peftbook.train import resolve_optimizer as train_choice
 
-    if name == "auto":
-        name = get_method(method).cuda_optimizer if device == "cuda" else "adamw"
-    if name in ("adamw", "sgd"):  # PyTorch's own default: foreach when every parameter is on CUDA
-        return f"{name} {'foreach' if device == 'cuda' else 'single-tensor'}"
-    return {"adamw_foreach": "adamw foreach", "adamw_fused": "adamw fused"}.get(name, name)
+    chosen = train_choice(name, method, device)
+    names = {"adamw_single_tensor": "adamw single-tensor", "adamw_foreach": "adamw foreach",
+             "adamw_fused": "adamw fused", "sgd": f"sgd {'foreach' if device == 'cuda' else 'single-tensor'}"}
+    return names.get(chosen, chosen)
 
 
 def check_method_options(method: str, options: StepOptions, base_dtype: torch.dtype) -> None:
     """Refuse, before any work, a method x option pair that does not run (yet)."""
-    if options.grad_checkpointing and method in NO_CHECKPOINTING_METHODS:
-        raise ValueError(f"grad_checkpointing does not work with {method} yet (its prefix rides in the KV "
-                         f"cache, which transformers turns off under checkpointing); turn one of them off")
     if options.adapter_dtype == "fp32" and base_dtype != torch.float32:
         if method == "full":
             raise ValueError("adapter_dtype='fp32' applies to methods that add parameters; full fine-tuning "
@@ -162,17 +166,13 @@ def check_method_options(method: str, options: StepOptions, base_dtype: torch.dt
         if method not in ADAPTER_DTYPE_METHODS:
             raise ValueError(f"adapter_dtype='fp32' on a 16-bit base works for {', '.join(ADAPTER_DTYPE_METHODS)} "
                              f"today, not for {method}; use adapter_dtype='base'")
-    if options.loss_chunk_tokens is not None:
-        chunked_loss_function()  # a clear error where the chunked loss is not available
 
 
 def chunked_loss_function():
-    """``peftbook.lm_loss.causal_lm_loss`` (chunked LM head + cross-entropy); a clear error without it."""
-    try:
-        return importlib.import_module("peftbook.lm_loss").causal_lm_loss
-    except (ModuleNotFoundError, AttributeError):
-        raise ValueError("loss_chunk_tokens needs peftbook.lm_loss.causal_lm_loss, which this installation "
-                         "does not have; leave loss_chunk_tokens=None") from None
+    """``peftbook.lm_loss.causal_lm_loss``: the loss ``train`` computes, chunked or not."""
+    from peftbook.lm_loss import causal_lm_loss
+
+    return causal_lm_loss
 
 
 def make_step_optimizer(implementation: str, params: list, lr: float = 1e-4):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from peftbook.memory.options import NO_CHECKPOINTING_METHODS, StepOptions, chunked_loss_function
+from peftbook.memory.options import StepOptions
 from peftbook.memory.simulate import resolve_config, resolve_method_config, resolve_step_dtype
 from peftbook.memory.table import default_method_config, simulate_by_depth
 from peftbook.methods import TRAINABLE_METHODS
@@ -81,16 +81,10 @@ def parse_memory(text) -> float:
 
 def ladder(method: str, base: StepOptions) -> list[tuple[str, StepOptions]]:
     """``(what it adds, options)`` from the defaults to every saving this method can use."""
-    rungs = [("defaults", base)]
-    if method not in NO_CHECKPOINTING_METHODS:
-        rungs.append(("gradient checkpointing", replace(rungs[-1][1], grad_checkpointing=True)))
+    rungs = [("defaults", base), ("gradient checkpointing", replace(base, grad_checkpointing=True))]
     if method != "qlora":  # QLoRA's CUDA default is already paged 8-bit AdamW
         rungs.append(("8-bit AdamW", replace(rungs[-1][1], optimizer="adamw_8bit")))
-    try:
-        chunked_loss_function()
-        rungs.append(("chunked LM head", replace(rungs[-1][1], loss_chunk_tokens=1024)))
-    except ValueError:  # not in this installation
-        pass
+    rungs.append(("chunked LM head", replace(rungs[-1][1], loss_chunk_tokens=1024)))
     return rungs
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
-from peftbook.memory.options import (StepOptions, check_method_options, chunked_loss_function,
+from peftbook.memory.options import (StepOptions, check_method_options, chunked_loss_function, with_adapter_dtype,
                                      make_step_optimizer, resolve_optimizer, step_options)
 from peftbook.methods import apply, get_method, make_config, method_of
 from peftbook.surgery import applied_config
@@ -141,19 +141,15 @@ def build_model(config, dtype: torch.dtype, method_config=None, attn_implementat
 
 # -- one training step -----------------------------------------------------------------------
 def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Module:
-    """Make ``model`` run the step ``options`` describe: fp32 adapter weights, gradient checkpointing.
-
-    Done as ``train`` does it (``gradient_checkpointing_enable`` with non-reentrant checkpoints, after
-    the method is applied); works on real and fake models alike.
-    """
-    if options.adapter_dtype == "fp32" and method != "full":
-        for parameter in model.parameters():
-            if parameter.requires_grad and parameter.dtype != torch.float32:
-                parameter.data = parameter.data.float()
+    """Make ``model`` run the step ``options`` describe, as ``train`` does: gradient checkpointing turned
+    on by ``train.enable_gradient_checkpointing`` (non-reentrant, no input-grad hook). The adapter dtype
+    is the method config's (``with_adapter_dtype``), built by ``apply``. Works on real and fake models."""
     if options.grad_checkpointing:
-        with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable
+        from peftbook.train import enable_gradient_checkpointing
+
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_gradient_checkpointing(model)
         model.config.use_cache = False  # what transformers does itself under checkpointing, saying so on stderr
     return model
 
@@ -300,6 +296,7 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
                                                        optimizer, device, "cuda")
     config = copy.deepcopy(resolve_config(model_or_config))  # building and options may write to it
     method = method_name(method_config)
+    method_config = with_adapter_dtype(method_config, options)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_model(config, torch_dtype, method_config, attn_implementation)
         apply_options(model, method, options)
@@ -330,6 +327,9 @@ def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: st
     _, _, options = prepare_step(batch_size, seq_len, dtype or "fp32", applied, options, optimizer, device,
                                  device.type)
     check_method_options(method, options, getattr(model, "dtype", torch.float32))
+    if with_adapter_dtype(applied, options) != applied:
+        raise ValueError(f"options ask for adapter_dtype='fp32' but the {method} adapter on this model was applied "
+                         "with adapter_dtype='base'; apply it with adapter_dtype='fp32' (as a training run would)")
     apply_options(model, method, options)
     return profile_step(model, batch_size, seq_len, options, method, device, simulated=False,
                         autocast=autocast_dtype(dtype))
