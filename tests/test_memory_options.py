@@ -212,9 +212,10 @@ def test_no_cache_and_checkpointing_keep_the_real_masks():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fields", [{}, {"grad_checkpointing": True}, {"optimizer": "adamw_fused"},
-                                    {"optimizer": "adamw_8bit"}, {"optimizer": "sgd"}, {"adapter_dtype": "fp32"}],
-                         ids=["defaults", "checkpointing", "fused", "8bit", "sgd", "fp32-adapter"])
-@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+                                    {"optimizer": "adamw_8bit"}, {"optimizer": "sgd"}, {"adapter_dtype": "fp32"},
+                                    {"loss_chunk_tokens": 32}],
+                         ids=["defaults", "checkpointing", "fused", "8bit", "sgd", "fp32-adapter", "chunked-loss"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "prefix_tuning"])
 def test_options_simulated_match_measured_on_cuda(method, fields):
     """What this CPU machine cannot check: the CUDA kernels and optimizers each option runs (a GPU run checks it)."""
     if fields.get("adapter_dtype") and method == "full":
@@ -222,7 +223,8 @@ def test_options_simulated_match_measured_on_cuda(method, fields):
     options = StepOptions(**fields, device="cuda")
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = build_model(CONFIG, torch.bfloat16, None if method == "full" else make_config(method))
+        model = build_model(CONFIG, torch.bfloat16,
+                            with_adapter_dtype(None if method == "full" else make_config(method), options))
     measured = measure_memory(model, BATCH, 64, options=options)
     simulated = simulate_memory(CONFIG, None if method == "full" else method, BATCH, 64, "bf16", options=options)
     assert abs(simulated.peak_bytes - measured.peak_bytes) <= 0.05 * measured.peak_bytes, (
