@@ -23,7 +23,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of steps)")
     parser.add_argument("--schedule", default="cosine", help="cosine | linear | constant")
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="recompute each decoder layer's activations in backward (less memory, slower)")
+    parser.add_argument("--grad-checkpointing-every", type=int, default=1, metavar="N",
+                        help="with --grad-checkpointing: only every N-th decoder layer (default: 1, every one)")
+    parser.add_argument("--loss-chunk-tokens", type=int, default=None, metavar="N",
+                        help="LM head + loss over N labelled tokens at a time: the full logits never exist")
+    parser.add_argument("--optimizer", default="auto",
+                        help="auto | adamw | adamw_foreach | adamw_fused | adamw_8bit | paged_adamw_8bit | sgd")
     parser.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: at the end only)")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
@@ -66,6 +73,8 @@ def run(args) -> int:
                          lr=defaults["lr"] if args.lr is None else args.lr,
                          warmup=max(1, steps // 10) if args.warmup is None else args.warmup,
                          schedule=args.schedule, max_length=args.max_length, grad_checkpointing=args.grad_checkpointing,
+                         grad_checkpointing_every=args.grad_checkpointing_every,
+                         loss_chunk_tokens=args.loss_chunk_tokens, optimizer=args.optimizer,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=args.out,
                          resume=args.resume, overwrite=args.overwrite, seed=args.seed, progress=not args.json)
     config.validate()
