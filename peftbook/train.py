@@ -52,7 +52,8 @@ from peftbook.errors import ConfigError, OutputError, replace_directory, strict_
 from peftbook.evaluate import evaluate
 from peftbook.lm_loss import causal_lm_loss, check_chunk_tokens
 from peftbook.memory import track_memory
-from peftbook.methods import get_method, save_adapter
+from peftbook.memory.options import OPTIMIZERS, enable_gradient_checkpointing, training_optimizer
+from peftbook.methods import save_adapter
 from peftbook.progress import progress_bar
 from peftbook.surgery import applied_config, copy_state_checked
 
@@ -60,11 +61,6 @@ SCHEDULES = ("cosine", "linear", "constant")
 # TrainConfig.optimizer: "auto" is the default (AdamW, or the method's own on CUDA: paged 8-bit AdamW for
 # QLoRA); "adamw" is torch's AdamW as the device defaults it (multi-tensor "foreach" on CUDA, one tensor at a
 # time on CPU); the others ask for one implementation (see make_optimizer).
-OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "sgd")
-# what a choice resolves to on a device (resolve_optimizer): the implementations whose memory differs
-OPTIMIZER_IMPLEMENTATIONS = ("adamw_single_tensor", "adamw_foreach", "adamw_fused", "adamw_8bit",
-                             "paged_adamw_8bit", "sgd")
-
 
 @dataclass
 class TrainConfig:
@@ -275,44 +271,7 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
-def enable_gradient_checkpointing(model, every_n_layers: int = 1) -> None:
-    """Checkpoint every ``every_n_layers``-th decoder layer, non-reentrant, with no input hook.
-
-    Non-reentrant (``torch.utils.checkpoint(use_reentrant=False)``): gradients reach parameters inside a
-    checkpointed layer whatever its inputs, so prefix tuning's prefix reaches every layer. That is also
-    why transformers' ``enable_input_require_grads`` hook (which makes the embeddings' output require
-    grad, for reentrant checkpointing) is removed: it would make backward run through every frozen layer
-    below the first trainable one (LLaMA-Adapter trains only the top layers) and compute the gradient of
-    the first layer's input, which nothing needs.
-    """
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5's name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
-    elif every_n_layers == 1:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    else:
-        raise ConfigError(f"grad_checkpointing_every={every_n_layers} needs transformers >= 5 (every_n_layers); "
-                          "use 1 with this version")
-    model.disable_input_require_grads()
-
-
-def resolve_optimizer(choice: str, method: str | None = None, device_type: str = "cpu") -> str:
-    """The implementation (one of ``OPTIMIZER_IMPLEMENTATIONS``) that ``TrainConfig.optimizer=choice`` runs
-    for ``method`` (a registry name, or None for a model without one) on ``device_type`` ("cpu" / "cuda").
-
-    The single place that decides it: ``make_optimizer`` builds what this names, and the memory simulator
-    can ask it what a training run on another device would hold (AdamW's multi-tensor path keeps a
-    parameter-sized temporary that the single-tensor one does not).
-    """
-    if choice not in OPTIMIZERS:
-        raise ConfigError(f"optimizer {choice!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
-    if device_type not in ("cpu", "cuda"):
-        raise ConfigError(f"device_type {device_type!r} is not allowed; allowed: cpu, cuda")
-    if choice == "auto":
-        choice = get_method(method).cuda_optimizer if method is not None and device_type == "cuda" else "adamw"
-    if choice == "adamw":  # torch's default: foreach where its kernels exist (CUDA), else one tensor at a time
-        return "adamw_foreach" if device_type == "cuda" else "adamw_single_tensor"
-    return choice
+resolve_optimizer = training_optimizer  # what TrainConfig.optimizer runs: peftbook.memory.options decides
 
 
 def make_optimizer(model, config: TrainConfig, device: torch.device):

@@ -42,7 +42,7 @@ import warnings
 
 import torch
 
-from peftbook.memory.options import ADAPTER_DTYPE_METHODS, StepOptions, with_adapter_dtype
+from peftbook.memory.options import StepOptions, with_adapter_dtype
 from peftbook.memory.simulate import build_model, measure_memory, simulate_memory
 from peftbook.methods import TRAINABLE_METHODS, make_config
 
@@ -78,7 +78,7 @@ def random_llama_shape(rng: random.Random):
 
 def applicable(method: str, options: StepOptions, dtype: str) -> bool:
     """Whether (method, options) runs today (the pairs ``check_method_options`` refuses do not)."""
-    return not (options.adapter_dtype == "fp32" and dtype != "fp32" and method not in ADAPTER_DTYPE_METHODS)
+    return not (options.adapter_dtype == "fp32" and dtype != "fp32" and method == "full")
 
 
 def compare(config, method: str, options: StepOptions, dtype: str, batch_size: int, seq_len: int,

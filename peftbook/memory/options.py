@@ -43,16 +43,20 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from peftbook.errors import ConfigError
+
 OPTIMIZERS = ("auto", "adamw", "adamw_foreach", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "sgd")
+# what train builds for a choice (``training_optimizer``)
+OPTIMIZER_IMPLEMENTATIONS = ("adamw_single_tensor", "adamw_foreach", "adamw_fused", "adamw_8bit",
+                             "paged_adamw_8bit", "sgd")
 # what each name runs on a device: (optimizer, implementation)
 IMPLEMENTATIONS = ("adamw single-tensor", "adamw foreach", "adamw fused", "adamw_8bit", "paged_adamw_8bit",
                    "sgd single-tensor", "sgd foreach")
 DEVICES = ("cuda", "cpu")
 ADAPTER_DTYPES = ("base", "fp32")
-# Methods that take adapter_dtype="fp32" on a 16-bit base: those whose config has the field (LoRA, QLoRA,
-# LLaMA-Adapter: ``with_adapter_dtype`` sets it, so the step runs as ``apply`` builds it for ``train``), and
-# prompt and prefix tuning, whose few parameters are fp32 whatever the base (the option changes nothing).
-ADAPTER_DTYPE_METHODS = ("lora", "qlora", "llama_adapter", "prompt_tuning", "prefix_tuning")
+# adapter_dtype="fp32" on a 16-bit base works for every method that adds parameters: those whose config
+# has the field (LoRA, QLoRA, LLaMA-Adapter: ``with_adapter_dtype`` sets it, so the step runs as ``apply``
+# builds it for ``train``), and prompt and prefix tuning, whose few parameters are fp32 whatever the base.
 
 
 def with_adapter_dtype(method_config, options: "StepOptions"):
@@ -146,12 +150,52 @@ def device_type(device) -> str | None:
     return kind
 
 
+def enable_gradient_checkpointing(model, every_n_layers: int = 1) -> None:
+    """Checkpoint every ``every_n_layers``-th decoder layer, non-reentrant, with no input hook.
+
+    Non-reentrant (``torch.utils.checkpoint(use_reentrant=False)``): gradients reach parameters inside a
+    checkpointed layer whatever its inputs, so prefix tuning's prefix reaches every layer. That is also
+    why transformers' ``enable_input_require_grads`` hook (which makes the embeddings' output require
+    grad, for reentrant checkpointing) is removed: it would make backward run through every frozen layer
+    below the first trainable one (LLaMA-Adapter trains only the top layers) and compute the gradient of
+    the first layer's input, which nothing needs.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
+    elif every_n_layers == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ConfigError(f"grad_checkpointing_every={every_n_layers} needs transformers >= 5 (every_n_layers); "
+                          "use 1 with this version")
+    model.disable_input_require_grads()
+
+
+def training_optimizer(choice: str, method: str | None = None, device_type: str = "cpu") -> str:
+    """The implementation (one of ``OPTIMIZER_IMPLEMENTATIONS``) that ``TrainConfig.optimizer=choice`` runs
+    for ``method`` (a registry name, or None for a model without one) on ``device_type`` ("cpu" / "cuda").
+
+    The single place that decides it: ``train.make_optimizer`` builds what this names (``train`` calls it
+    ``resolve_optimizer``), and the simulator's ``resolve_optimizer`` asks it what a run on a device would hold (AdamW's multi-tensor path keeps a
+    parameter-sized temporary that the single-tensor one does not).
+    """
+    if choice not in OPTIMIZERS:
+        raise ConfigError(f"optimizer {choice!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"device_type {device_type!r} is not allowed; allowed: cpu, cuda")
+    if choice == "auto":
+        from peftbook.methods import get_method
+
+        choice = get_method(method).cuda_optimizer if method is not None and device_type == "cuda" else "adamw"
+    if choice == "adamw":  # torch's default: foreach where its kernels exist (CUDA), else one tensor at a time
+        return "adamw_foreach" if device_type == "cuda" else "adamw_single_tensor"
+    return choice
+
+
 def resolve_optimizer(name: str, method: str, device: str) -> str:
     """The implementation (one of ``IMPLEMENTATIONS``) that optimizer ``name`` runs for ``method`` on ``device``:
-    ``peftbook.train.resolve_optimizer``'s answer (the one place that decides it), in the simulator's names."""
-    from peftbook.train import resolve_optimizer as train_choice
-
-    chosen = train_choice(name, method, device)
+    ``training_optimizer``'s answer (what ``train`` builds), in the simulator's names."""
+    chosen = training_optimizer(name, method, device)
     names = {"adamw_single_tensor": "adamw single-tensor", "adamw_foreach": "adamw foreach",
              "adamw_fused": "adamw fused", "sgd": f"sgd {'foreach' if device == 'cuda' else 'single-tensor'}"}
     return names.get(chosen, chosen)
@@ -163,9 +207,6 @@ def check_method_options(method: str, options: StepOptions, base_dtype: torch.dt
         if method == "full":
             raise ValueError("adapter_dtype='fp32' applies to methods that add parameters; full fine-tuning "
                              "trains the base's own (use dtype='mixed' for fp32 weights)")
-        if method not in ADAPTER_DTYPE_METHODS:
-            raise ValueError(f"adapter_dtype='fp32' on a 16-bit base works for {', '.join(ADAPTER_DTYPE_METHODS)} "
-                             f"today, not for {method}; use adapter_dtype='base'")
 
 
 def chunked_loss_function():

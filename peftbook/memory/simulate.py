@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from peftbook.memory.measure import MemoryReport, track_memory
-from peftbook.memory.options import (StepOptions, check_method_options, chunked_loss_function, with_adapter_dtype,
-                                     make_step_optimizer, resolve_optimizer, step_options)
+from peftbook.memory.options import (StepOptions, check_method_options, chunked_loss_function,
+                                     enable_gradient_checkpointing, make_step_optimizer, resolve_optimizer,
+                                     step_options, with_adapter_dtype)
 from peftbook.methods import apply, get_method, make_config, method_of
 from peftbook.surgery import applied_config
 
@@ -142,11 +143,10 @@ def build_model(config, dtype: torch.dtype, method_config=None, attn_implementat
 # -- one training step -----------------------------------------------------------------------
 def apply_options(model: nn.Module, method: str, options: StepOptions) -> nn.Module:
     """Make ``model`` run the step ``options`` describe, as ``train`` does: gradient checkpointing turned
-    on by ``train.enable_gradient_checkpointing`` (non-reentrant, no input-grad hook). The adapter dtype
-    is the method config's (``with_adapter_dtype``), built by ``apply``. Works on real and fake models."""
+    on by ``enable_gradient_checkpointing`` (non-reentrant, no input-grad hook), the function train calls.
+    The adapter dtype is the method config's (``with_adapter_dtype``), built by ``apply``. Works on real
+    and fake models."""
     if options.grad_checkpointing:
-        from peftbook.train import enable_gradient_checkpointing
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             enable_gradient_checkpointing(model)
