@@ -106,10 +106,14 @@ def trial_run(model: nn.Module):
 def has_values(model: nn.Module) -> bool:
     """Whether the model's weights hold numbers: not on the meta device, not the memory simulator's fakes.
     The checks a method runs at apply (a trial forward, outputs compared) need them."""
+    return holds_values(model.get_input_embeddings().weight)
+
+
+def holds_values(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds numbers (not on the meta device, not a fake tensor of the simulator)."""
     from torch._subclasses.fake_tensor import is_fake
 
-    weight = model.get_input_embeddings().weight
-    return weight.device.type != "meta" and not is_fake(weight)
+    return tensor.device.type != "meta" and not is_fake(tensor)
 
 
 def remove_hooks(model: nn.Module) -> None:
@@ -168,8 +172,6 @@ LINEAR_CHECKED = "peftbook_computes_linear"  # is_linear's answer for an nn.Line
 
 def computes_linear(module: nn.Linear) -> bool:
     """Whether ``module(x)`` is ``x @ W.T + b`` on two random rows (on fake or meta weights: its shape)."""
-    from torch._subclasses.fake_tensor import is_fake
-
     weight = module.weight
     rows = torch.randn(2, module.in_features, generator=torch.Generator().manual_seed(0))  # not the global RNG
     x = rows.to(dtype=weight.dtype, device=weight.device)
@@ -180,7 +182,7 @@ def computes_linear(module: nn.Linear) -> bool:
         return False
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, module.out_features):
         return False
-    if weight.device.type == "meta" or is_fake(weight):
+    if not holds_values(weight):
         return True
     with torch.no_grad():
         return torch.allclose(out, nn.functional.linear(x, weight, module.bias), atol=1e-4, rtol=1e-3)
