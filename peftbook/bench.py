@@ -32,7 +32,7 @@ from peftbook.memory import track_memory
 from peftbook.methods import (ALL_METHODS, HF_PEFT_METHODS, TRAINABLE_METHODS, apply, default_steps, get_method,
                               make_config, merge, method_defaults, trainable_parameters)
 from peftbook.methods.few_shot import FewShotConfig, few_shot_curve, select_shots, task_with_demonstrations
-from peftbook.models import load_model, resolve_device, resolve_model_path
+from peftbook.models import load_model, parameter_count, resolve_device
 from peftbook.plots import plot_bench, save_figure
 from peftbook.progress import progress_bar
 from peftbook.results import read_results, summarize, write_results
@@ -61,12 +61,13 @@ def parse_methods(methods) -> list[str]:
 
 def bench_settings(model: str, task: str, steps: int, impl: str, device: str, task_name: str | None = None,
                    few_shot_draws: int = FEW_SHOT_DRAWS, few_shot_examples: int = FEW_SHOT_EXAMPLES,
-                   train_examples: int | None = None) -> dict:
-    """What decides the value of a record; an output folder holds results of one setting only."""
+                   train_examples: int | None = None, parameters: int | None = None) -> dict:
+    """What decides the value of a record; an output folder holds results of one setting only.
+    ``parameters``: the model's parameter count, which picks the methods' defaults (``method_defaults``)."""
     return {"model": model, "task": task, "steps": steps, "impl": impl, "device": device, "batch_size": BATCH_SIZE,
             "train_examples": train_examples,
             "few_shot": {"k": FEW_SHOT_K, "draws": few_shot_draws, "examples": few_shot_examples},
-            "method_defaults": {m: method_defaults(m, task_name or task) for m in TRAINABLE_METHODS}}
+            "method_defaults": {m: method_defaults(m, task_name or task, parameters) for m in TRAINABLE_METHODS}}
 
 
 def check_out_dir(out, settings: dict) -> list[dict]:
@@ -141,9 +142,10 @@ def train_config(method: str, task, steps: int, seed: int, **overrides) -> Train
 
 def run_trained(model_name: str, task, method: str, seed: int, steps: int, impl: str, device: str,
                 out_dir: Path | None, progress: bool = True, eval_examples: int | None = None,
-                lr: float | None = None, test: bool = True) -> dict:
-    """Train one method and score it; ``test=False`` stops after the validation score (tuning)."""
-    defaults = method_defaults(method, task)
+                lr: float | None = None, test: bool = True, parameters: int | None = None) -> dict:
+    """Train one method and score it; ``test=False`` stops after the validation score (tuning).
+    ``parameters``: the model's parameter count (``models.parameter_count``), which picks the defaults."""
+    defaults = method_defaults(method, task, parameters)
     model, tokenizer = load_model(model_name, device=device)
     torch.manual_seed(seed)  # the method's random init (LoRA's A, prompts) depends on the seed
     config = make_config(method, **defaults["config"])
@@ -189,12 +191,13 @@ def tune_learning_rates(model: str, task: str, methods="all", steps: int | None 
     """Validation metric per learning rate of each trained method (the test split is never touched)."""
     task_obj = with_train_examples(load_task(task), train_examples)
     steps = default_steps(task_obj) if steps is None else steps
+    parameters = parameter_count(model)
     table: dict[str, dict[float, float]] = {}
     for method in [m for m in parse_methods(methods) if m in TRAINABLE_METHODS]:
         table[method] = {}
         for lr in grid:
             fields = run_trained(model, task_obj, method, seed, steps, "peftbook", device, None, progress=False,
-                                 eval_examples=eval_examples, lr=lr, test=False)
+                                 eval_examples=eval_examples, lr=lr, test=False, parameters=parameters)
             table[method][lr] = fields["validation_value"]
             log(f"[tune] {method} lr={lr:g}: validation {task_obj.metric} {fields['validation_value']:.4f}",
                 file=sys.stderr)
@@ -243,10 +246,10 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
     seeds = list(seeds)
     if not seeds:
         raise ValueError("give at least one seed")
-    resolve_model_path(model)  # a missing model fails here, before any work
+    parameters = parameter_count(model)  # a missing model fails here, before any work
     device_name = resolve_device(device).type
     settings = bench_settings(str(model), str(task), steps, impl, device_name, task_obj.name, few_shot_draws,
-                              few_shot_examples, train_examples)
+                              few_shot_examples, train_examples, parameters)
     records = check_out_dir(out, settings)
     done = {(r["method"], r["seed"]) for r in records}
     if done:
@@ -269,7 +272,7 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
                 else:
                     run_dir = Path(out) / "runs" / f"{method}-seed{seed}" if out else None
                     fields = run_trained(model, task_obj, method, seed, steps, impl, device, run_dir, progress,
-                                         eval_examples)
+                                         eval_examples, parameters=parameters)
             except KeyboardInterrupt:
                 log("[bench] interrupted: the finished runs are saved", file=sys.stderr)
                 if out:

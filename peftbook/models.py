@@ -365,6 +365,21 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     return finish_loading(model, tokenizer)
 
 
+def parameter_count(name_or_path: str | os.PathLike = "tiny") -> int:
+    """How many parameters the model ``name_or_path`` (as ``load_model`` takes it) has, read from its config:
+    the model is built on the meta device, so no weights are read or allocated (a ``.gguf`` file is loaded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    if hub.is_gguf(path):
+        model = load_model(path, device="cpu")[0]
+    else:
+        check_model_files(path)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def finish_loading(model, tokenizer):
     """Eval mode, and a pad token (the end-of-sequence token when the tokenizer has none)."""
     if tokenizer.pad_token is None:

@@ -53,6 +53,21 @@ def test_prefix_acts_as_the_activations_of_tokens_before_the_input(model_type):
 
 
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
+def test_vocab_init_starts_from_the_models_own_keys_and_values_of_real_tokens(model_type):
+    base = make_tiny_model(model_type)
+    torch.manual_seed(5)
+    tokens = torch.randint(0, base.config.vocab_size, (1, N))
+    expected = flat_prefix_of_real_tokens(base, tokens)
+    torch.manual_seed(5)  # the same draw inside apply
+    model = peftbook.apply(base, PrefixTuningConfig(num_virtual_tokens=N, init="vocab"))
+    assert torch.allclose(model.prefix_encoder.prefix, expected, atol=1e-6)
+    assert model.prefix_encoder.prefix.requires_grad
+    torch.manual_seed(5)
+    random = prefix_model(model_type, seed=0)  # the default: N(0, 1), HF PEFT's
+    assert not torch.allclose(random.prefix_encoder.prefix, expected)
+
+
+@pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 @pytest.mark.parametrize("prefix_projection", [False, True])
 def test_only_the_prefix_trains_and_the_count_matches_the_formula(model_type, prefix_projection):
     model = prefix_model(model_type, prefix_projection=prefix_projection)
@@ -197,6 +212,8 @@ def test_gradient_checkpointing_cases_that_cannot_carry_the_prefix_say_so():
     ({"num_virtual_tokens": -1}, "num_virtual_tokens=-1"),
     ({"num_virtual_tokens": "20"}, "num_virtual_tokens='20'"),
     ({"prefix_projection": True, "projection_hidden_size": 0}, "projection_hidden_size=0"),
+    ({"init": "zeros"}, "init='zeros' is not allowed; allowed: random, vocab"),
+    ({"init": "vocab", "prefix_projection": True}, "with prefix_projection=True the prefix is an MLP's output"),
 ])
 def test_bad_config_is_rejected_before_any_work(fields, message):
     model = make_tiny_model("llama")

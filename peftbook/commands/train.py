@@ -59,13 +59,13 @@ def parse_fields(pairs: list[str]) -> dict:
 
 def run(args) -> int:
     from peftbook.methods import apply, default_steps, make_config, method_defaults, trainable_method, trainable_parameters
-    from peftbook.models import load_model
+    from peftbook.models import load_model, parameter_count
     from peftbook.tasks import load_task
     from peftbook.train import TrainConfig, check_out_dir, check_resume, train
 
     trainable_method(args.method)  # an unknown method or few-shot (trains nothing) raises here
     task = load_task(args.task)
-    defaults = method_defaults(args.method, task)
+    defaults = method_defaults(args.method, task, parameter_count(args.model))  # a missing model fails here
     method_config = make_config(args.method, **{**defaults["config"], **parse_fields(args.set)})
     method_config.validate()
     steps = args.steps if args.steps is not None else default_steps(task)

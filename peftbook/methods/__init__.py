@@ -63,6 +63,7 @@ class Method:
     lr: float | None  # peak learning rate on the tiny base (chosen on validation); None: trains nothing
     defaults: dict = field(default_factory=dict)  # config fields the benchmark and the train CLI use
     task_overrides: dict = field(default_factory=dict)  # task -> {"config": {...}, "lr": ...}
+    large_model: dict = field(default_factory=dict)  # {"config": ..., "lr": ...} on LARGE_MODEL_PARAMETERS and more
     hf_peft: Callable | None = None  # (model, config) -> the peft config of the same method
     memory: MemoryTraits = MemoryTraits()
     cuda_optimizer: str = "adamw"  # what train's optimizer="auto" takes on CUDA (QLoRA: paged 8-bit AdamW)
@@ -87,6 +88,13 @@ class Method:
 # full fine-tuning takes a larger step. sentiment3's learning rates were chosen the same way, in its
 # data-efficiency setting (64 training examples, 200 steps); where the best one-seed rate sat next to
 # a diverging one (LoRA, QLoRA), by the mean over 3 seeds.
+#
+# A pretrained model of 50M parameters and more is another regime: it already speaks, and what would move
+# the 3.3M tiny base by the right amount may knock it off its language. ``large_model`` holds each
+# method's settings for it, chosen on SmolLM2-135M-Instruct (sentiment3 validation, 20 steps;
+# benchmarks/smollm2_lr.py and its table in benchmarks/README.md); prefix tuning there starts from the
+# model's own keys and values of real tokens, as N(0, 1) ones in all 30 layers leave it at chance.
+LARGE_MODEL_PARAMETERS = 50_000_000
 _ALL_LINEAR = {"config": {"targets": "all-linear", "dropout": 0.0}}
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("few_shot", few_shot, few_shot.FewShotConfig, lr=None, defaults={"shots": 8}),
@@ -95,7 +103,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            hf_peft=prompt_tuning.hf_peft_config,
            memory=MemoryTraits(input_tokens_field="num_virtual_tokens")),
     Method("prefix_tuning", prefix_tuning, prefix_tuning.PrefixTuningConfig, lr=1e-1,
-           defaults={"num_virtual_tokens": 10}, hf_peft=prefix_tuning.hf_peft_config,
+           defaults={"num_virtual_tokens": 10}, large_model={"config": {"init": "vocab"}},
+           hf_peft=prefix_tuning.hf_peft_config,
            memory=MemoryTraits(kv_tokens_field="num_virtual_tokens")),
     # all 4 layers of the tiny base (the paper: the top 30 of LLaMA-7B's 32)
     Method("llama_adapter", llama_adapter, llama_adapter.LlamaAdapterConfig, lr=3e-2,
@@ -137,10 +146,15 @@ def trainable_method(name: str) -> Method:
     return method
 
 
-def method_defaults(name: str, task=None) -> dict:
-    """``{"config": {...}, "lr": ...}`` of method ``name`` for ``task`` (a name or a Task)."""
+def method_defaults(name: str, task=None, parameters: int | None = None) -> dict:
+    """``{"config": {...}, "lr": ...}`` of method ``name`` for ``task`` (a name or a Task) on a base model of
+    ``parameters`` parameters (``models.parameter_count``; None: the tiny base's defaults). A model of
+    ``LARGE_MODEL_PARAMETERS`` or more takes the method's ``large_model`` settings over the task's."""
     method = get_method(name)
     override = method.task_overrides.get(getattr(task, "name", task), {})
+    if parameters is not None and parameters >= LARGE_MODEL_PARAMETERS:
+        override = {"config": {**override.get("config", {}), **method.large_model.get("config", {})},
+                    "lr": method.large_model.get("lr", override.get("lr", method.lr))}
     return {"config": {**method.defaults, **override.get("config", {})}, "lr": override.get("lr", method.lr)}
 
 
@@ -333,5 +347,5 @@ def mergeable(model: nn.Module, verb: str) -> ModuleType:
 
 
 __all__ = ["METHODS", "Method", "MemoryTraits", "ALL_METHODS", "TRAINABLE_METHODS", "HF_PEFT_METHODS",
-           "DEFAULT_STEPS", "get_method", "trainable_method", "method_defaults", "default_steps", "make_config",
+           "DEFAULT_STEPS", "LARGE_MODEL_PARAMETERS", "get_method", "trainable_method", "method_defaults", "default_steps", "make_config",
            "apply", "applied_config", "trainable_parameters", "save_adapter", "load_adapter", "merge", "unmerge"]
