@@ -19,8 +19,9 @@ import time
 
 # (method, config fields over the model's defaults, learning rates)
 ROWS = [
-    ("prompt_tuning", {}, (1e-2, 3e-2, 1e-1, 3e-1)),
-    ("prefix_tuning", {}, (1e-3, 3e-3, 1e-2, 3e-2)),
+    ("prompt_tuning", {}, (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
+    ("prompt_tuning", {"init": "text", "init_text": "positive negative moderate"}, (1e-3, 3e-3, 1e-2)),
+    ("prefix_tuning", {}, (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
     ("prefix_tuning", {"init": "random"}, (1e-2, 1e-1)),
     ("llama_adapter", {}, (3e-3, 1e-2, 3e-2, 1e-1)),
     ("lora", {}, (3e-4, 1e-3, 3e-3, 1e-2)),
@@ -29,7 +30,8 @@ ROWS = [
 ]
 
 
-def run(model_name: str, task_name: str, methods: list[str], steps: int, eval_examples: int, seed: int) -> list[dict]:
+def run(model_name: str, task_name: str, methods: list[str], steps: int, eval_examples: int, seed: int,
+        only_lrs=None, only_overridden: bool = False) -> list[dict]:
     import torch
 
     import peftbook
@@ -41,9 +43,9 @@ def run(model_name: str, task_name: str, methods: list[str], steps: int, eval_ex
     task = peftbook.load_task(task_name)
     parameters = parameter_count(model_name)
     runs = []
-    for method, fields, grid in [row for row in ROWS if row[0] in methods]:
+    for method, fields, grid in [row for row in ROWS if row[0] in methods and (row[1] or not only_overridden)]:
         defaults = method_defaults(method, task, parameters)
-        for lr in grid:
+        for lr in [lr for lr in grid if only_lrs is None or lr in only_lrs]:
             model, tokenizer = peftbook.load_model(model_name, device="cpu")
             torch.manual_seed(seed)
             apply(model, make_config(method, **{**defaults["config"], **fields}))
@@ -72,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-examples", type=int, default=300, help="validation examples scored per run")
+    parser.add_argument("--lrs", type=float, nargs="+", default=None, help="only these rates of the grids")
+    parser.add_argument("--only-overridden", action="store_true", help="only the rows with a config override")
     parser.add_argument("--json", default=None, help="write every run here")
     args = parser.parse_args(argv)
     import peftbook
@@ -79,7 +83,8 @@ def main(argv=None) -> int:
     peftbook.load_task(args.task).examples("validation")  # a bad task or one without validation fails first
     print("| method | lr | validation accuracy | first loss | final loss | s |")
     print("|---|---:|---:|---:|---:|---:|")
-    runs = run(args.model, args.task, args.methods, args.steps, args.eval_examples, args.seed)
+    runs = run(args.model, args.task, args.methods, args.steps, args.eval_examples, args.seed, args.lrs,
+               args.only_overridden)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"model": args.model, "task": args.task, "steps": args.steps, "seed": args.seed,

@@ -133,9 +133,10 @@ def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: i
             "step_time_s": None, "tokens_per_s": None}
 
 
-def train_config(method: str, task, steps: int, seed: int, **overrides) -> TrainConfig:
-    """The benchmark's training schedule for ``method`` (its learning rate, warm-up then cosine)."""
-    lr = method_defaults(method, task)["lr"]
+def train_config(method: str, task, steps: int, seed: int, parameters: int | None = None, **overrides) -> TrainConfig:
+    """The benchmark's training schedule for ``method`` (its learning rate for a model of ``parameters``
+    parameters, warm-up then cosine)."""
+    lr = method_defaults(method, task, parameters)["lr"]
     return TrainConfig(**{"steps": steps, "batch_size": BATCH_SIZE, "lr": lr, "warmup": max(1, steps // 10),
                           "schedule": "cosine", "seed": seed, **overrides})
 

@@ -503,7 +503,7 @@ def claim_13(evidence: Evidence) -> dict:
         return _claim(13, text, "holds (simulated)")
     if not evidence.simulated_70b_checkpointing:
         return _claim(13, text, "cannot tell (simulated): over 48 GB without gradient checkpointing, which the paper "
-                                "used and this simulation does not model")
+                                "used and this simulation left off")
     return _claim(13, text, "does not hold (simulated)")
 
 

@@ -353,16 +353,19 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         quiet_library_bars()  # a committed notebook shows no 'Loading weights 0%' bars
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
-        raise FileNotFoundError(
-            f"could not load model {str(name_or_path)!r}: it is not 'tiny', not a named model "
-            f"({', '.join(hub.NAMED_MODELS)}), not an existing directory or .gguf file, and "
-            f"not loadable as a hub id (no network may be available here). Cause: {str(error).splitlines()[0]}"
-        ) from None
+        raise not_loadable(name_or_path, error) from None
     if quantize is None:
         model.to(device)
     else:
         keep_4bit_layout(model)
     return finish_loading(model, tokenizer)
+
+
+def not_loadable(name_or_path, error: OSError) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"could not load model {str(name_or_path)!r}: it is not 'tiny', not a named model "
+        f"({', '.join(hub.NAMED_MODELS)}), not an existing directory or .gguf file, and "
+        f"not loadable as a hub id (no network may be available here). Cause: {str(error).splitlines()[0]}")
 
 
 def parameter_count(name_or_path: str | os.PathLike = "tiny") -> int:
@@ -375,8 +378,12 @@ def parameter_count(name_or_path: str | os.PathLike = "tiny") -> int:
         model = load_model(path, device="cpu")[0]
     else:
         check_model_files(path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except OSError as error:
+            raise not_loadable(name_or_path, error) from None
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+            model = AutoModelForCausalLM.from_config(config)
     return sum(parameter.numel() for parameter in model.parameters())
 
 

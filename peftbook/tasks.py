@@ -261,6 +261,35 @@ def _from_rows(name: str, splits: dict[str, list[Example]], source: str, **spec)
     return Task(name=name, splits=splits, source=source, **spec)
 
 
+@dataclass
+class ChatTask(Task):
+    """A task written for an instruct model (``with_chat_template``): each prompt is one user turn through the
+    tokenizer's chat template, up to where the assistant's answer starts, and the target is that answer."""
+
+    tokenizer: object = field(default=None, repr=False, compare=False)
+
+    def prompt(self, example: Example) -> str:
+        turn = [{"role": "user", "content": super().prompt(example).strip()}]
+        return self.tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+
+    def target(self, example: Example) -> str:
+        return example.output.strip()  # the answer starts the assistant's turn: no space before it
+
+
+def with_chat_template(task: Task, tokenizer) -> ChatTask:
+    """``task`` with its prompts written as chat turns by ``tokenizer``'s chat template (an instruct
+    model's): training, validation and scoring all see ``<user turn> <assistant: label>``. Few-shot
+    prompting takes its own ``FewShotConfig(chat=True)`` on the plain task instead (each demonstration a turn).
+    Whether it helps is the model's and the task's: on SmolLM2-135M-Instruct and sentiment it does not
+    (benchmarks/README.md)."""
+    if isinstance(task, ChatTask):
+        raise ValueError(f"task {task.name!r} is already written with a chat template")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("with_chat_template needs a tokenizer with a chat template (an instruct model's); "
+                         "this one has none")
+    return ChatTask(**{f: getattr(task, f) for f in task.__dataclass_fields__}, tokenizer=tokenizer)
+
+
 def with_train_examples(task: Task, count: int | None) -> Task:
     """``task`` trained on only the first ``count`` examples of its (shuffled) train split; None: all.
 

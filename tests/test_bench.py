@@ -221,6 +221,31 @@ def test_method_defaults_apply_the_task_overrides():
     assert "targets" not in lora.defaults  # the overrides did not leak
 
 
+def test_a_large_model_takes_each_methods_large_model_settings_over_the_tasks():
+    from peftbook.methods import LARGE_MODEL_PARAMETERS, METHODS, TRAINABLE_METHODS, method_defaults
+
+    small, large = LARGE_MODEL_PARAMETERS - 1, LARGE_MODEL_PARAMETERS
+    for name in TRAINABLE_METHODS:
+        method = METHODS[name]
+        for task in ("sentiment", "sentiment3", "data2text"):
+            assert method_defaults(name, task, small) == method_defaults(name, task)  # the tiny base's
+            chosen = method_defaults(name, task, large)
+            assert chosen["lr"] == method.large_model.get("lr", method_defaults(name, task)["lr"])
+            assert chosen["config"] == {**method_defaults(name, task)["config"], **method.large_model.get("config", {})}
+    assert method_defaults("prefix_tuning", "sentiment", large)["config"]["init"] == "vocab"
+    assert "init" not in method_defaults("prefix_tuning", "sentiment", small)["config"]  # N(0, 1), HF PEFT's
+    assert method_defaults("lora", "data2text", large)["config"]["targets"] == "all-linear"  # the task's stays
+
+
+def test_parameter_count_reads_the_config_without_loading_weights():
+    from peftbook.models import load_model, parameter_count
+
+    model, _ = load_model("tiny", device="cpu")
+    assert parameter_count("tiny") == sum(p.numel() for p in model.parameters())
+    with pytest.raises(FileNotFoundError, match="could not load model 'no/such/model-folder'"):
+        parameter_count("no/such/model-folder")
+
+
 @pytest.mark.integration
 def test_bench_with_few_training_examples_records_them(world, tmp_path):
     from peftbook.bench import run_bench

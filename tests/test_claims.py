@@ -408,7 +408,7 @@ def test_claim_12(top, expected):
 @pytest.mark.parametrize("peak_gb, checkpointing, expected", [
     (40, False, "holds (simulated)"), (50, True, "does not hold (simulated)"),
     (50, False, "cannot tell (simulated): over 48 GB without gradient checkpointing, which the paper used and this "
-                "simulation does not model")])
+                "simulation left off")])
 def test_claim_13(peak_gb, checkpointing, expected):
     report = MemoryReport(device="cuda", peak_bytes=int(peak_gb * 1e9), by_category={})
     check(claim_13(evidence(simulated_70b=report, simulated_70b_checkpointing=checkpointing)), expected, f"peak {peak_gb:.1f} GB against 48 GB", "simulated")

@@ -237,3 +237,30 @@ def test_chat_is_refused_for_generation_tasks():
                             FewShotConfig(shots=1, chat=True))
     with pytest.raises(ValueError, match="chat=1 is not allowed"):
         FewShotConfig(chat=1).validate()
+
+
+def test_a_chat_task_trains_and_scores_the_assistants_answer():
+    """with_chat_template: the task's prompt as one user turn (what few-shot's chat=True writes at 0 shots),
+    the label as the assistant's first word; only the answer is learned, and evaluate scores it."""
+    from peftbook.evaluate import evaluate
+    from peftbook.methods.few_shot import build_chat_prompt
+    from peftbook.tasks import with_chat_template, with_train_examples
+    from peftbook.batching import IGNORE_INDEX
+    from peftbook.train import encode_example
+
+    model, tokenizer = _tiny_lm()
+    task = load_task("sentiment")
+    with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
+        with_chat_template(task, tokenizer)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    chat = with_chat_template(task, tokenizer)
+    example = task.examples("train")[0]
+    assert chat.prompt(example) == f"<user>{task.prompt(example).strip()}</user>\n<assistant>"
+    assert chat.prompt(example) == build_chat_prompt(tokenizer, task, [], example)
+    assert chat.target(example) == example.output and task.target(example) == " " + example.output
+    ids, labels = encode_example(tokenizer, chat, example, 512)
+    assert tokenizer.decode([i for i, label in zip(ids, labels) if label != IGNORE_INDEX]).strip() == example.output
+    assert with_train_examples(chat, 5).prompt(example) == chat.prompt(example)  # still written as a chat
+    with pytest.raises(ValueError, match="already written with a chat template"):
+        with_chat_template(chat, tokenizer)
+    assert evaluate(model, tokenizer, chat, "validation", max_examples=4)["n_examples"] == 4
