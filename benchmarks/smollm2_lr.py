@@ -26,12 +26,12 @@ ROWS = [
     ("llama_adapter", {}, (3e-3, 1e-2, 3e-2, 1e-1)),
     ("lora", {}, (3e-4, 1e-3, 3e-3, 1e-2)),
     ("qlora", {}, (3e-4, 1e-3, 3e-3, 1e-2)),
-    ("full", {}, (3e-6, 1e-5, 3e-5, 1e-4)),
+    ("full", {}, (3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
 ]
 
 
 def run(model_name: str, task_name: str, methods: list[str], steps: int, eval_examples: int, seed: int,
-        only_lrs=None, only_overridden: bool = False) -> list[dict]:
+        only_lrs=None, rows: str = "all") -> list[dict]:
     import torch
 
     import peftbook
@@ -43,7 +43,8 @@ def run(model_name: str, task_name: str, methods: list[str], steps: int, eval_ex
     task = peftbook.load_task(task_name)
     parameters = parameter_count(model_name)
     runs = []
-    for method, fields, grid in [row for row in ROWS if row[0] in methods and (row[1] or not only_overridden)]:
+    wanted = {"all": (True, False), "plain": (False,), "overridden": (True,)}[rows]  # has a config override?
+    for method, fields, grid in [row for row in ROWS if row[0] in methods and bool(row[1]) in wanted]:
         defaults = method_defaults(method, task, parameters)
         for lr in [lr for lr in grid if only_lrs is None or lr in only_lrs]:
             model, tokenizer = peftbook.load_model(model_name, device="cpu")
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-examples", type=int, default=300, help="validation examples scored per run")
     parser.add_argument("--lrs", type=float, nargs="+", default=None, help="only these rates of the grids")
-    parser.add_argument("--only-overridden", action="store_true", help="only the rows with a config override")
+    parser.add_argument("--rows", choices=("all", "plain", "overridden"), default="all",
+                        help="plain: only the model's defaults; overridden: only the rows with a config override")
     parser.add_argument("--json", default=None, help="write every run here")
     args = parser.parse_args(argv)
     import peftbook
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     print("| method | lr | validation accuracy | first loss | final loss | s |")
     print("|---|---:|---:|---:|---:|---:|")
     runs = run(args.model, args.task, args.methods, args.steps, args.eval_examples, args.seed, args.lrs,
-               args.only_overridden)
+               args.rows)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"model": args.model, "task": args.task, "steps": args.steps, "seed": args.seed,
