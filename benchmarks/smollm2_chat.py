@@ -4,7 +4,9 @@ Each method trains twice on SmolLM2-135M-Instruct with the same seed, examples, 
 ``large_model`` defaults: once on the course's plain prompt (``Review: ...\\nSentiment:`` -> `` negative``),
 once on the same prompt as a user turn through the model's chat template, the label as the assistant's
 answer (``peftbook.tasks.with_chat_template``); the untrained model is scored both ways too. Validation
-split only. Writes one JSON document and prints a markdown table.
+split only. Prints a markdown table; with ``--json`` it rewrites that file after every run and, started
+again, keeps the runs it already holds for the same model, task, steps, seed and examples (a run takes
+a minute or more on 2 cores: an interrupted sweep resumes where it stopped).
 
     python benchmarks/smollm2_chat.py --task sentiment3 --steps 20 --json benchmarks/results/smollm2_chat.json
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 METHODS = ("prompt_tuning", "prefix_tuning", "llama_adapter", "lora", "full")
@@ -59,19 +62,37 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print("| method | prompt | lr | validation accuracy | first loss | final loss | s |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    runs = []
+    header = {"model": args.model, "task": args.task, "steps": args.steps, "seed": args.seed,
+              "eval_examples": args.eval_examples}
+    runs = kept_runs(args.json, header)
     for method in [None, *args.methods]:
         for chat in (False, True):
-            run = score(args.model, args.task, method, chat, args.steps, args.eval_examples, args.seed)
-            runs.append(run)
+            done = [run for run in runs if run["method"] == (method or "untrained")
+                    and run["prompt"] == ("chat" if chat else "plain")]
+            if done:
+                run = done[0]
+            else:
+                run = score(args.model, args.task, method, chat, args.steps, args.eval_examples, args.seed)
+                runs.append(run)
+                if args.json:
+                    with open(args.json, "w") as handle:
+                        json.dump({**header, "runs": runs}, handle, indent=2)
             loss = ("-", "-") if run["first_loss"] is None else (f"{run['first_loss']:.2f}", f"{run['final_loss']:.3f}")
             print(f"| {run['method']} | {run['prompt']} | {run['lr'] if run['lr'] is not None else '-'} | "
                   f"{run['validation']:.3f} | {loss[0]} | {loss[1]} | {run['seconds']:.0f} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"model": args.model, "task": args.task, "steps": args.steps, "seed": args.seed,
-                       "eval_examples": args.eval_examples, "runs": runs}, handle, indent=2)
     return 0
+
+
+def kept_runs(path: str | None, header: dict) -> list[dict]:
+    """The runs a previous, interrupted sweep wrote to ``path``, when it measured the same thing."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        previous = json.load(handle)
+    if any(previous.get(key) != value for key, value in header.items()):
+        raise SystemExit(f"{path} holds runs of another sweep "
+                         f"({ {key: previous.get(key) for key in header} }); pass another --json or remove it")
+    return previous["runs"]
 
 
 if __name__ == "__main__":

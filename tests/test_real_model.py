@@ -15,6 +15,7 @@ from test_prefix_tuning import copy_into_peft
 
 import peftbook
 from peftbook.methods import lora, make_config, method_defaults
+from peftbook.models import parameter_count
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"
@@ -44,9 +45,10 @@ def batch(real_dir):
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "prefix_tuning", "llama_adapter", "qlora"])
 def test_every_method_trains_and_round_trips_on_real_weights(real_dir, batch, method, tmp_path):
     model, tokenizer = fresh(real_dir)
-    peftbook.apply(model, make_config(method, **method_defaults(method, "sentiment")["config"]))
+    defaults = method_defaults(method, "sentiment", parameter_count(real_dir))  # a 135M model's (prefix: own keys)
+    peftbook.apply(model, make_config(method, **defaults["config"]))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    config = peftbook.TrainConfig(steps=2, batch_size=2, lr=method_defaults(method, "sentiment")["lr"], warmup=0,
+    config = peftbook.TrainConfig(steps=2, batch_size=2, lr=defaults["lr"], warmup=0,
                                   final_eval=False, progress=False, seed=0)
     result = peftbook.train(model, tokenizer, "sentiment", config)
     assert result.steps_done == 2 and all(torch.isfinite(torch.tensor(result.losses)))
