@@ -280,8 +280,8 @@ def with_chat_template(task: Task, tokenizer) -> ChatTask:
     """``task`` with its prompts written as chat turns by ``tokenizer``'s chat template (an instruct
     model's): training, validation and scoring all see ``<user turn> <assistant: label>``. Few-shot
     prompting takes its own ``FewShotConfig(chat=True)`` on the plain task instead (each demonstration a turn).
-    Whether it helps is the model's and the task's: on SmolLM2-135M-Instruct and sentiment it does not
-    (benchmarks/README.md)."""
+    Whether it helps is the model's and the task's: on SmolLM2-135M-Instruct and sentiment3 it does not
+    (it lowers the untrained model and prompt, prefix and full fine-tuning; benchmarks/smollm2_chat.py)."""
     if isinstance(task, ChatTask):
         raise ValueError(f"task {task.name!r} is already written with a chat template")
     if not getattr(tokenizer, "chat_template", None):
