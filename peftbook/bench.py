@@ -34,6 +34,7 @@ from peftbook.methods import (ALL_METHODS, HF_PEFT_METHODS, TRAINABLE_METHODS, a
 from peftbook.methods.few_shot import FewShotConfig, few_shot_curve, select_shots, task_with_demonstrations
 from peftbook.models import load_model, parameter_count, resolve_device
 from peftbook.plots import plot_bench, save_figure
+from peftbook.precision import choose, dtype_name, precision_record
 from peftbook.progress import progress_bar
 from peftbook.results import read_results, summarize, write_results
 from peftbook.tasks import load_task, with_train_examples
@@ -61,10 +62,12 @@ def parse_methods(methods) -> list[str]:
 
 def bench_settings(model: str, task: str, steps: int, impl: str, device: str, task_name: str | None = None,
                    few_shot_draws: int = FEW_SHOT_DRAWS, few_shot_examples: int = FEW_SHOT_EXAMPLES,
-                   train_examples: int | None = None, parameters: int | None = None) -> dict:
+                   train_examples: int | None = None, parameters: int | None = None, dtype: str = "fp32") -> dict:
     """What decides the value of a record; an output folder holds results of one setting only.
-    ``parameters``: the model's parameter count, which picks the methods' defaults (``method_defaults``)."""
-    return {"model": model, "task": task, "steps": steps, "impl": impl, "device": device, "batch_size": BATCH_SIZE,
+    ``parameters``: the model's parameter count, which picks the methods' defaults (``method_defaults``);
+    ``dtype``: the precision the runs compute in ("fp32", "bf16": what ``dtype="auto"`` resolved to)."""
+    return {"model": model, "task": task, "steps": steps, "impl": impl, "device": device, "dtype": dtype,
+            "batch_size": BATCH_SIZE,
             "train_examples": train_examples,
             "few_shot": {"k": FEW_SHOT_K, "draws": few_shot_draws, "examples": few_shot_examples},
             "method_defaults": {m: method_defaults(m, task_name or task, parameters) for m in TRAINABLE_METHODS}}
@@ -105,13 +108,13 @@ def apply_hf_peft(model, config):
 
 
 def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: int | None = None,
-                 draws: int = FEW_SHOT_DRAWS, examples: int | None = FEW_SHOT_EXAMPLES) -> dict:
+                 draws: int = FEW_SHOT_DRAWS, examples: int | None = FEW_SHOT_EXAMPLES, dtype: str = "auto") -> dict:
     """The training-free row: ``draws`` draws of k demonstrations, each scored on the first test examples.
 
     Latency is ``peftbook.evaluate``'s, like every other method's, on the task with one draw's
     demonstrations written into its prompt; memory is that of one such prompt at batch size 1.
     """
-    model, tokenizer = load_model(model_name, device=device)
+    model, tokenizer = load_model(model_name, device=device, dtype=dtype)
     n_examples = min(x for x in (eval_examples, examples, len(task.examples("test"))) if x is not None)
     start = time.perf_counter()
     curve = few_shot_curve(model, tokenizer, task, [FEW_SHOT_K], draws=draws, seed=seed * draws,
@@ -130,7 +133,7 @@ def run_few_shot(model_name: str, task, seed: int, device: str, eval_examples: i
             "peak_memory_bytes": peak["peak_bytes"], "memory_by_category": peak["by_category"],
             "memory_phase": "inference", "n_test_examples": n_examples, "latency_s": latency,
             "prompt_tokens": sum(tokens) / len(tokens), "train_seconds": 0.0, "eval_seconds": seconds,
-            "step_time_s": None, "tokens_per_s": None}
+            "step_time_s": None, "tokens_per_s": None, "precision": precision_record(model)}
 
 
 def train_config(method: str, task, steps: int, seed: int, parameters: int | None = None, **overrides) -> TrainConfig:
@@ -143,11 +146,11 @@ def train_config(method: str, task, steps: int, seed: int, parameters: int | Non
 
 def run_trained(model_name: str, task, method: str, seed: int, steps: int, impl: str, device: str,
                 out_dir: Path | None, progress: bool = True, eval_examples: int | None = None,
-                lr: float | None = None, test: bool = True, parameters: int | None = None) -> dict:
+                lr: float | None = None, test: bool = True, parameters: int | None = None, dtype: str = "auto") -> dict:
     """Train one method and score it; ``test=False`` stops after the validation score (tuning).
     ``parameters``: the model's parameter count (``models.parameter_count``), which picks the defaults."""
     defaults = method_defaults(method, task, parameters)
-    model, tokenizer = load_model(model_name, device=device)
+    model, tokenizer = load_model(model_name, device=device, dtype=dtype)
     torch.manual_seed(seed)  # the method's random init (LoRA's A, prompts) depends on the seed
     config = make_config(method, **defaults["config"])
     if impl == "hf-peft":
@@ -174,7 +177,7 @@ def run_trained(model_name: str, task, method: str, seed: int, steps: int, impl:
               "peak_memory_bytes": result.memory and result.memory["peak_bytes"],
               "memory_by_category": result.memory and result.memory["by_category"], "memory_phase": "training",
               "step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s,
-              "latency_s": scores["latency_s"], "train_seconds": train_seconds, "lr": lr,
+              "latency_s": scores["latency_s"], "train_seconds": train_seconds, "lr": lr, "precision": result.precision,
               "final_loss": result.losses[-1], "losses": result.losses}
     for key in ("bleu", "rougeL"):
         if key in scores:
@@ -208,7 +211,7 @@ def tune_learning_rates(model: str, task: str, methods="all", steps: int | None 
 # ---------------------------------------------------------------- the grid
 
 def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps: int | None = None,
-              seeds=(0,), impl: str = "peftbook", out=None, device: str = "auto", progress: bool = True,
+              seeds=(0,), impl: str = "peftbook", out=None, device: str = "auto", dtype: str = "auto", progress: bool = True,
               eval_examples: int | None = None, few_shot_draws: int = FEW_SHOT_DRAWS,
               few_shot_examples: int = FEW_SHOT_EXAMPLES, train_examples: int | None = None, log=print) -> list[dict]:
     """Run the grid; returns the records (also written to ``out`` after every run).
@@ -222,6 +225,7 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
         impl: "peftbook" or "hf-peft" (HF PEFT builds the methods that have ``hf_peft`` in the registry).
         out: folder for results.json / results.csv / plots / per-run histories; a folder holding
             results of a different configuration is refused; the same configuration resumes.
+        dtype: "auto" (bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere), "fp32" or "bf16".
         eval_examples: evaluate on the first N test examples only (smoke runs).
         few_shot_draws, few_shot_examples: draws of the few-shot demonstrations, test examples per draw.
         train_examples: every method (few-shot's demonstrations too) learns from the first N training
@@ -249,8 +253,9 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
         raise ValueError("give at least one seed")
     parameters = parameter_count(model)  # a missing model fails here, before any work
     device_name = resolve_device(device).type
+    dtype_chosen = dtype_name(choose(dtype, torch.device(device_name))[0])  # a bad dtype fails here
     settings = bench_settings(str(model), str(task), steps, impl, device_name, task_obj.name, few_shot_draws,
-                              few_shot_examples, train_examples, parameters)
+                              few_shot_examples, train_examples, parameters, dtype_chosen)
     records = check_out_dir(out, settings)
     done = {(r["method"], r["seed"]) for r in records}
     if done:
@@ -269,11 +274,11 @@ def run_bench(model: str = "tiny", task: str = "sentiment", methods="all", steps
             try:
                 if not get_method(method).trains:
                     fields = run_few_shot(model, task_obj, seed, device, eval_examples, few_shot_draws,
-                                          few_shot_examples)
+                                          few_shot_examples, dtype)
                 else:
                     run_dir = Path(out) / "runs" / f"{method}-seed{seed}" if out else None
                     fields = run_trained(model, task_obj, method, seed, steps, impl, device, run_dir, progress,
-                                         eval_examples, parameters=parameters)
+                                         eval_examples, parameters=parameters, dtype=dtype)
             except KeyboardInterrupt:
                 log("[bench] interrupted: the finished runs are saved", file=sys.stderr)
                 if out:

@@ -50,10 +50,14 @@ def versions(extra: tuple[str, ...] = ()) -> dict:
 
 
 def device_info(device: str = "auto") -> dict:
-    """The device ``device`` resolves to, CPU threads, and the GPU's name when there is one."""
+    """The device ``device`` resolves to, the dtype ``"auto"`` computes in there (``peftbook.precision``), CPU
+    threads, and the GPU's name when there is one."""
     from peftbook.models import resolve_device
+    from peftbook.precision import choose, dtype_name
 
-    info = {"device": str(resolve_device(device)), "cpu_threads": torch.get_num_threads()}
+    resolved = resolve_device(device)
+    info = {"device": str(resolved), "dtype_auto": dtype_name(choose("auto", resolved)[0]),
+            "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -13,6 +13,7 @@ trained to continue is exactly what it is asked to continue here.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import statistics
@@ -91,16 +92,44 @@ def prefix_key_values(model, prefix: list[int]):
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+@contextlib.contextmanager
+def head_at(model, rows: torch.Tensor, positions: torch.Tensor, length: int):
+    """The output layer computes the logits at ``positions`` (counted in the input's ``length`` tokens) of each
+    row only: a forward pre-hook hands it those hidden states, (B, 1, hidden), so the model returns (B, 1, vocab).
+
+    A method that prepends virtual tokens (prompt tuning) makes the hidden states longer than the input; the
+    input's tokens are the last ``length`` of them, so every method is read at the same tokens. A model
+    whose head cannot be hooked (no output embeddings) computes all its logits, and the caller picks.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        yield False
+        return
+
+    def take_positions(module, args):
+        hidden = args[0]  # (B, L, hidden), L >= length
+        picked = hidden[rows, hidden.shape[1] - length + positions][:, None]  # (B, 1, hidden)
+        return (picked, *args[1:])
+
+    handle = head.register_forward_pre_hook(take_positions)
+    try:
+        yield True
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], token_ids: list[int],
                         batch_size: int = 16, share_prefix: bool = False) -> torch.Tensor:
     """``(len(prompts), len(token_ids))``: log p(token | prompt), one forward per prompt batch.
 
-    ``share_prefix``: when every prompt starts with the same tokens (few-shot prompts share their
-    demonstrations), run those once and only each prompt's own tokens per batch, on a copy of their
-    KV cache: the same tokens at the same positions, so the same scores (to float rounding), and a
-    248-token 8-shot prompt costs its ~30-token query. Models whose cache cannot be copied this way
-    run the whole prompts.
+    No compute goes to what is not read: prompts are batched in order of length (each batch pads to
+    its own longest, about the length of the rest), and the vocabulary's logits are computed at each
+    prompt's last token only (``head_at``), not at every position. ``share_prefix``: when every prompt
+    starts with the same tokens (few-shot prompts share their demonstrations), run those once and only
+    each prompt's own tokens per batch, on a copy of their KV cache: the same tokens at the same
+    positions, so the same scores (to float rounding), and a 248-token 8-shot prompt costs its
+    ~30-token query. Models whose cache cannot be copied this way run the whole prompts.
     """
     from transformers import DynamicCache
 
@@ -108,12 +137,11 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
     shared = common_prefix_length(prompts) if share_prefix else 0
     pairs = prefix_key_values(model, prompts[0][:shared]) if shared >= SHARED_PREFIX_MIN else None
     shared = shared if pairs is not None else 0
-    # A plain model (share_prefix: nothing prepends virtual tokens) computes the vocabulary's logits
-    # at the last position of each row only, not at all (batch, length) positions
-    keep_last = share_prefix and keeps_logits(model)
-    rows = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [ids[shared:] for ids in prompts[start:start + batch_size]]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # batches of similar length
+    scores = torch.empty(len(prompts), len(token_ids))
+    for start in range(0, len(order), batch_size):
+        picked = order[start:start + batch_size]
+        chunk = [prompts[i][shared:] for i in picked]
         batch = pad_batch(chunk, pad_token_id)
         length = batch["input_ids"].shape[1]
         extra = {}
@@ -123,17 +151,15 @@ def next_token_logprobs(model, pad_token_id: int, prompts: list[list[int]], toke
                                            for k, v in pairs], config=model.config)
             batch["attention_mask"] = torch.cat([torch.ones(rows_in, shared, dtype=torch.long),
                                                  batch["attention_mask"]], dim=1)
-        ends = [len(ids) - 1 for ids in chunk]
-        if keep_last:  # logits (B, len(kept), V) at the positions some row ends at (right padding)
-            kept = sorted(set(ends))
-            extra["logits_to_keep"] = torch.tensor(kept, device=device)
-            ends = [kept.index(end) for end in ends]
-        logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits
-        logits = logits if keep_last else logits[:, -length:]  # virtual tokens prepended: the last `length` are ours
-        last = torch.tensor(ends, device=device)
-        logprobs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)  # (B, V)
-        rows.append(logprobs[:, token_ids].cpu())
-    return torch.cat(rows)
+        rows = torch.arange(len(chunk), device=device)
+        last = torch.tensor([len(ids) - 1 for ids in chunk], device=device)  # right padding: each row's last token
+        with head_at(model, rows, last, length) as hooked:
+            logits = model(**{k: v.to(device) for k, v in batch.items()}, **extra).logits
+        # hooked: (B, 1, V) at the last tokens; else (B, L, V), of which the last `length` are the input's
+        logits = logits[:, 0] if hooked else logits[:, -length:][rows, last]  # (B, V)
+        logprobs = F.log_softmax(logits.float(), dim=-1)  # (B, V)
+        scores[picked] = logprobs[:, token_ids].cpu()
+    return scores
 
 
 def classify(model, tokenizer, task, examples, batch_size: int = 16) -> list[str]:

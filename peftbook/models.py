@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftbook import hub
+from peftbook import hub, precision
 from peftbook.errors import ConfigError
 from peftbook.progress import quiet_library_bars
 
@@ -201,16 +201,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    """Default: bf16 on CUDA, fp32 on CPU. Accepts torch dtypes or 'fp32'/'bf16'/'fp16' strings."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"dtype {dtype!r} is not allowed; allowed: {', '.join(names)}")
-    return names[dtype]
+    """``"auto"`` (or None): bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (``peftbook.precision``);
+    ``"fp32"`` / ``"bf16"`` (``"fp16"``, torch dtypes) force one."""
+    return precision.resolve_dtype(dtype, device)
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
@@ -309,7 +302,7 @@ def _load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None = None, dtype=None,
+def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None = None, dtype="auto",
                device: str = "auto"):
     """Load a causal LM and its tokenizer.
 
@@ -319,7 +312,8 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
         quantize: ``None``, ``"nf4"`` or ``"fp4"``; 4-bit loading of the frozen base via bitsandbytes
             (double quantization on, compute dtype = ``dtype``). The 4-bit layers keep the layout they
             were quantized in (``keep_4bit_layout``), so ``apply(model, QLoRAConfig())`` finds them as loaded.
-        dtype: torch dtype or name; default bf16 on CUDA, fp32 on CPU.
+        dtype: ``"auto"`` (bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere: printed once),
+            ``"fp32"``, ``"bf16"`` (or a torch dtype) to force one.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
 
     Returns:
@@ -375,7 +369,7 @@ def parameter_count(name_or_path: str | os.PathLike = "tiny") -> int:
 
     path = resolve_model_path(name_or_path)
     if hub.is_gguf(path):
-        model = load_model(path, device="cpu")[0]
+        model = load_model(path, device="cpu", dtype="fp32")[0]
     else:
         check_model_files(path)
         try:

@@ -17,8 +17,15 @@ What it does, and why:
   slice of it (``torchrun --nproc_per_node 2`` or ``accelerate launch`` runs the same loop).
 * **AdamW** (the paged 8-bit AdamW of QLoRA on CUDA, from ``peftbook.methods.qlora``; or another
   optimizer, ``TrainConfig.optimizer``: ``resolve_optimizer`` says which implementation runs), linear
-  warmup then cosine or linear decay, gradient clipping, bf16 autocast on CUDA, optional gradient
-  checkpointing (every method, prefix tuning included).
+  warmup then cosine or linear decay, gradient clipping, optional gradient checkpointing (every
+  method, prefix tuning included).
+* **precision** (``TrainConfig.dtype``): ``"auto"`` computes in the dtype the model was loaded in
+  (``load_model(dtype="auto")``: bf16 on CUDA and on CPUs with native bf16, ``peftbook.precision``).
+  On CUDA, bf16 autocast as before. On a CPU in bf16, mixed precision with fp32 master weights: the
+  trainable parameters that are 16-bit (full fine-tuning's, an adapter built in the base's dtype)
+  are kept in fp32 while the run lasts (their gradients and AdamW state too, so small updates do not
+  round away) and the forward runs under bf16 autocast; the frozen weights stay bf16. The model
+  leaves ``train`` in the dtypes it came in (the trained values rounded once, at the end).
 * **checkpoints** every ``checkpoint_every`` steps: the trainable parameters, the optimizer and
   scheduler states, every process's RNG state, the step and the history; ``resume=True`` continues
   from the latest one and ends with the same weights as an uninterrupted run. Ctrl-C
@@ -54,6 +61,7 @@ from peftbook.lm_loss import causal_lm_loss, check_chunk_tokens
 from peftbook.memory import track_memory
 from peftbook.memory.options import OPTIMIZERS, enable_gradient_checkpointing, training_optimizer
 from peftbook.methods import save_adapter
+from peftbook.precision import DTYPE_CHOICES, dtype_name, fp32_master_weights, model_dtype, precision_record
 from peftbook.progress import progress_bar
 from peftbook.surgery import applied_config, copy_state_checked
 
@@ -86,6 +94,7 @@ class TrainConfig:
     overwrite: bool = False           # replace an earlier run's results in out_dir (else it is refused)
     seed: int = 0                     # data order, dropout and any random init after this point
     optimizer: str = "auto"           # one of OPTIMIZERS; auto: paged 8-bit AdamW for QLoRA on CUDA, else AdamW
+    dtype: str = "auto"               # compute dtype: auto (the model's own), fp32, or bf16 (autocast, fp32 masters)
     memory_steps: int = 2             # steps measured by track_memory (0 = no measurement)
     progress: bool = True             # tqdm.auto progress bar with the loss
 
@@ -113,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"schedule {self.schedule!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ConfigError(f"dtype {self.dtype!r} is not allowed; allowed: {', '.join(DTYPE_CHOICES)}")
         if (self.checkpoint_every or self.resume) and not self.out_dir:
             raise ConfigError("checkpoint_every and resume need out_dir")
         if self.resume and self.overwrite:
@@ -126,7 +137,7 @@ def is_number(value) -> bool:
 
 # What a resumed run must share with the run it continues (the rest, e.g. steps or eval_every, may change).
 RESUME_FIXED = ("batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "max_grad_norm",
-                "max_length", "seed", "optimizer")
+                "max_length", "seed", "optimizer", "dtype")
 OUTPUT_NAMES = ("checkpoints", "adapter", "history.json")  # what a run writes into out_dir
 
 
@@ -210,6 +221,7 @@ class TrainResult:
     signals_while_saving: list[str] = field(default_factory=list)  # signals that waited for the files
     num_processes: int = 1
     out_dir: str | None = None
+    precision: dict | None = None                      # {"dtype", "device", ...}: peftbook.precision.precision_record
 
     @property
     def losses(self) -> list[float]:
@@ -386,13 +398,25 @@ def load_checkpoint(directory: Path, accelerator, model, optimizer, scheduler, r
 
 # ---------------------------------------------------------------- the loop
 
+def compute_dtype(model, config: TrainConfig) -> torch.dtype:
+    """The dtype a run computes in: the model's own (``dtype="auto"``), or the one ``config.dtype`` forces."""
+    own = model_dtype(model)
+    if config.dtype == "auto":
+        return own
+    if config.dtype == "fp32" and own != torch.float32:
+        raise ConfigError(f"dtype='fp32' needs a model loaded in fp32, and this one computes in {dtype_name(own)}: "
+                          "load it with load_model(..., dtype='fp32'), or train with dtype='auto'")
+    return torch.float32 if config.dtype == "fp32" else torch.bfloat16
+
+
 def train_step(wrapped, accelerator, micro_batches: list[dict], trainable: list, config: TrainConfig,
-               optimizer, scheduler, mark=None) -> tuple[float, float | None, int]:
+               optimizer, scheduler, mark=None, autocast=None) -> tuple[float, float | None, int]:
     """One optimizer step over the micro-batches of a global batch: (loss, grad norm, tokens).
 
     Each process takes its slice of every micro-batch; the loss is summed over target tokens and
     divided by the global count, so accumulation and processes give one big batch's gradient.
     ``mark`` (a memory tracker's) labels the phases: gradients exist before ``zero_grad`` frees them.
+    ``autocast``: a context manager factory for the forward and loss (bf16 on a CPU); None: Accelerate's own.
     """
     world = accelerator.num_processes
     per_process = config.batch_size // world
@@ -405,8 +429,11 @@ def train_step(wrapped, accelerator, micro_batches: list[dict], trainable: list,
         tokens += int(batch["attention_mask"].sum())
         sync = k == len(micro_batches) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
-            with accelerator.autocast() if config.loss_chunk_tokens else contextlib.nullcontext():
-                # the chunked head runs outside the model's forward: under the same mixed precision
+            if autocast is not None:
+                precision = autocast()
+            else:  # the chunked head runs outside the model's forward: under the same mixed precision
+                precision = accelerator.autocast() if config.loss_chunk_tokens else contextlib.nullcontext()
+            with precision:
                 summed = causal_lm_loss(wrapped, batch["input_ids"], batch["labels"], batch["attention_mask"],
                                         chunk_tokens=config.loss_chunk_tokens, reduction="sum")
             # DDP averages gradients over processes, hence the factor `world`
@@ -461,7 +488,13 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         tokenizer.pad_token = tokenizer.eos_token
 
     device_type = next(model.parameters()).device.type
-    accelerator = Accelerator(cpu=device_type == "cpu", mixed_precision="bf16" if device_type == "cuda" else "no")
+    dtype = compute_dtype(model, config)
+    # CUDA: Accelerate's bf16 autocast, as before (fp32 when asked). CPU: our own autocast, since Accelerate's
+    # precision is fixed once per process and a notebook may train in fp32 and in bf16
+    cuda_precision = "no" if config.dtype == "fp32" else "bf16"
+    accelerator = Accelerator(cpu=device_type == "cpu", mixed_precision=cuda_precision if device_type == "cuda" else "no")
+    cpu_bf16 = device_type == "cpu" and dtype != torch.float32
+    autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if cpu_bf16 else None
     world = accelerator.num_processes
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
@@ -469,15 +502,23 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
 
     if config.grad_checkpointing:
         enable_gradient_checkpointing(model, config.grad_checkpointing_every)
-    model.train()
-    optimizer = make_optimizer(model, config, accelerator.device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    # The scheduler stays unprepared: Accelerate's wrapper steps it once per process.
-    raw_optimizer = optimizer
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    result = TrainResult(num_processes=world, out_dir=config.out_dir)
-    if config.resume:
-        load_checkpoint(latest_checkpoint(config.out_dir), accelerator, model, optimizer, scheduler, result)
+    masters = contextlib.ExitStack()  # fp32 master weights of 16-bit trainable parameters on a CPU in bf16
+    if cpu_bf16:
+        masters.enter_context(fp32_master_weights([p for p in model.parameters() if p.requires_grad]))
+    try:  # (the loop's own try below hands the masters back however it ends; this one covers the set-up)
+        model.train()
+        optimizer = make_optimizer(model, config, accelerator.device)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+        # The scheduler stays unprepared: Accelerate's wrapper steps it once per process.
+        raw_optimizer = optimizer
+        wrapped, optimizer = accelerator.prepare(model, optimizer)
+        result = TrainResult(num_processes=world, out_dir=config.out_dir,
+                             precision=precision_record(model, accelerator.device, dtype))
+        if config.resume:
+            load_checkpoint(latest_checkpoint(config.out_dir), accelerator, model, optimizer, scheduler, result)
+    except BaseException:
+        masters.close()
+        raise
 
     encoded = [encode_example(tokenizer, task, e, config.max_length) for e in train_examples]
     per_step = config.batch_size * config.grad_accum
@@ -497,8 +538,9 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
 
     def run_eval(step: int) -> None:
         if accelerator.is_main_process:
-            metrics = evaluate(model, tokenizer, task, "validation", max_examples=config.eval_examples,
-                               latency_examples=0)
+            with autocast() if autocast is not None else contextlib.nullcontext():  # as the run computes
+                metrics = evaluate(model, tokenizer, task, "validation", max_examples=config.eval_examples,
+                                   latency_examples=0)
             metrics.pop("predictions")
             result.evals.append({"step": step, **metrics})
             model.train()
@@ -517,7 +559,8 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
             micro = [collate([encoded[i] for i in batch_ids[k * config.batch_size:(k + 1) * config.batch_size]],
                              tokenizer.pad_token_id) for k in range(config.grad_accum)]
             loss, grad_norm, tokens = train_step(wrapped, accelerator, micro, trainable, config, optimizer, scheduler,
-                                                 mark=tracker.mark if tracker is not None else None)
+                                                 mark=tracker.mark if tracker is not None else None,
+                                                 autocast=autocast)
             elapsed = time.perf_counter() - start
             result.steps_done = step + 1
             result.history.append({"step": step + 1, "loss": loss, "lr": scheduler.get_last_lr()[0],
@@ -552,6 +595,7 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
         bar.close()
         model.train(False)
         accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
+        masters.close()  # the trained parameters back in the model's own dtype
 
     if step_times:
         result.step_time_s = statistics.median(step_times)

@@ -59,7 +59,8 @@ def test_the_import_graph_has_no_circle():
 
 # The layers of README's "Architecture" section, bottom first: a module imports from its own layer or below.
 LAYERS = (
-    ("peftbook.errors", "peftbook.models", "peftbook.hub", "peftbook.zoo", "peftbook.surgery", "peftbook.environment", "peftbook.progress"),
+    ("peftbook.errors", "peftbook.precision", "peftbook.models", "peftbook.hub", "peftbook.zoo", "peftbook.surgery",
+     "peftbook.environment", "peftbook.progress"),
     ("peftbook.tasks", "peftbook.batching", "peftbook.lm_loss", "peftbook.metrics", "peftbook.evaluate", "peftbook.spectrum"),
     ("peftbook.methods",),
     ("peftbook.train", "peftbook.memory"),

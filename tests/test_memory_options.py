@@ -127,8 +127,10 @@ def test_fp32_adapter_on_a_bf16_base():
     options = StepOptions(adapter_dtype="fp32", device="cpu")
     measured, simulated = measured_and_simulated("lora", options, torch.bfloat16)
     assert abs(simulated.peak_bytes - measured.peak_bytes) <= 0.05 * measured.peak_bytes
+    # on a CPU, train keeps a bf16 base's adapter in fp32 whatever it was built in: AdamW's state is fp32's
     base = simulate_memory(CONFIG, "lora", BATCH, SEQ, "bf16", device="cpu")
-    assert simulated.by_category["optimizer"] == pytest.approx(2 * base.by_category["optimizer"], rel=0.01)
+    all_fp32 = simulate_memory(CONFIG, "lora", BATCH, SEQ, "fp32", device="cpu")
+    assert simulated.by_category["optimizer"] == base.by_category["optimizer"] == all_fp32.by_category["optimizer"]
     with pytest.raises(ValueError, match="adapter_dtype='fp32' applies to methods that add parameters"):
         simulate_memory(CONFIG, None, 1, 8, "bf16", options=options)
     model = build_model(CONFIG, torch.bfloat16, make_config("lora"))  # applied with adapter_dtype="base"

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_load_forward_generate_every_architecture(tmp_path, model_type):
     reference = save_tiny_model(tmp_path, model_type)
-    model, tokenizer = load_model(tmp_path, device="cpu")
+    model, tokenizer = load_model(tmp_path, device="cpu", dtype="fp32")  # auto: test_precision.py
     assert model.config.model_type == model_type
-    assert model.dtype == torch.float32  # CPU default
+    assert model.dtype == torch.float32
     assert tokenizer.pad_token is not None
     batch = tokenizer(["w5 w6 w7 w8", "w9 w10"], return_tensors="pt", padding=True)
     with torch.no_grad():

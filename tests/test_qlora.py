@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.unit,
 def test_in_place_quantization_matches_transformers_4bit_loading(tmp_path, input_ids):
     """apply(fp_model, QLoRAConfig()) == load_model(quantize='nf4') + QLoRA, and both equal the 4-bit base."""
     save_tiny_model(tmp_path, "llama")
-    loaded, _ = models.load_model(tmp_path, quantize="nf4", device="cpu")
+    loaded, _ = models.load_model(tmp_path, quantize="nf4", device="cpu", dtype="fp32")
     with torch.no_grad():  # train mode: bnb's CPU inference path (bf16 scales) would differ by ~1e-3
         base_4bit = loaded.train()(input_ids).logits
         fp_logits = make_tiny_model("llama")(input_ids).logits
@@ -43,7 +43,7 @@ def test_both_paths_keep_the_4bit_base_unchanged_in_eval_mode(tmp_path, input_id
     """Issue 16: a 4-bit model that ran in eval mode (where bitsandbytes' CPU repacking would round the
     block scales to bf16) gives the same logits after apply(QLoRAConfig); so does the in-place path."""
     save_tiny_model(tmp_path, "llama")
-    loaded, _ = models.load_model(tmp_path, quantize=quant_type, device="cpu")
+    loaded, _ = models.load_model(tmp_path, quantize=quant_type, device="cpu", dtype="fp32")
     assert not loaded.training
     with torch.no_grad():
         before = loaded(input_ids).logits  # the first eval pass: no repacking, no second quantization
@@ -68,7 +68,7 @@ def test_in_place_path_quantizes_with_the_configs_settings(input_ids):
 
 def test_a_4bit_model_with_other_settings_than_the_config_is_refused(tmp_path):
     save_tiny_model(tmp_path, "llama")
-    loaded, _ = models.load_model(tmp_path, quantize="fp4", device="cpu")
+    loaded, _ = models.load_model(tmp_path, quantize="fp4", device="cpu", dtype="fp32")
     with pytest.raises(ValueError, match="already 4-bit with quant_type='fp4', double_quant=True, but the config "
                                          "asks for quant_type='nf4', double_quant=True"):
         peftbook.apply(loaded, QLoRAConfig())
@@ -78,7 +78,7 @@ def test_a_model_repacked_before_apply_keeps_its_codes(tmp_path, input_ids):
     """A 4-bit model loaded without load_model may have been repacked by an eval pass: apply still
     trains it (keep_trainable_layout undoes the layout) and keeps its 4-bit codes."""
     save_tiny_model(tmp_path, "llama")
-    loaded, _ = models.load_model(tmp_path, quantize="nf4", device="cpu")
+    loaded, _ = models.load_model(tmp_path, quantize="nf4", device="cpu", dtype="fp32")
     layer = loaded.model.layers[0].self_attn.q_proj
     codes = layer.weight.data.clone()
     for module in loaded.modules():  # as a model loaded by transformers alone has it
@@ -183,9 +183,9 @@ def test_gradient_checkpointing_training_step(input_ids):
 def test_same_logits_and_gradients_as_hf_peft_on_a_4bit_model(tmp_path, input_ids):
     peft = pytest.importorskip("peft")
     save_tiny_model(tmp_path, "llama")
-    ours = peftbook.apply(models.load_model(tmp_path, quantize="nf4", device="cpu")[0], QLoRAConfig(rank=4))
+    ours = peftbook.apply(models.load_model(tmp_path, quantize="nf4", device="cpu", dtype="fp32")[0], QLoRAConfig(rank=4))
     randomize_lora(ours)
-    theirs, _ = models.load_model(tmp_path, quantize="nf4", device="cpu")
+    theirs, _ = models.load_model(tmp_path, quantize="nf4", device="cpu", dtype="fp32")
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     peft.set_peft_model_state_dict(theirs, {k: v.detach().clone() for k, v in lora.adapter_state(ours).items()})
     torch.testing.assert_close(train_step(ours, input_ids), train_step(theirs, input_ids), atol=1e-6, rtol=0)

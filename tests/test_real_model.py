@@ -29,7 +29,7 @@ def real_dir():
 
 
 def fresh(real_dir):
-    model, tokenizer = peftbook.load_model(str(real_dir), device="cpu")
+    model, tokenizer = peftbook.load_model(str(real_dir), device="cpu", dtype="fp32")
     return model, tokenizer
 
 

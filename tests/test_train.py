@@ -60,7 +60,7 @@ def cls_task(tmp_path):
 def fresh(model_dir):
     from peftbook import load_model
 
-    return load_model(str(model_dir), device="cpu")
+    return load_model(str(model_dir), device="cpu", dtype="fp32")
 
 
 def lora(model):
@@ -236,7 +236,7 @@ from test_train import word_task
 from peftbook.train import TrainConfig, train
 torch.set_num_threads(1)
 torch.manual_seed(0)
-model, tokenizer = load_model({model!r}, device="cpu")
+model, tokenizer = load_model({model!r}, device="cpu", dtype="fp32")
 apply(model, make_config("lora", rank=4, alpha=8, dropout=0.0))
 result = train(model, tokenizer, word_task({task!r}), TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup=1,
                memory_steps=0, progress=False, final_eval=False, **{options!r}))

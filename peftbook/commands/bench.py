@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--impl", default="peftbook", help="peftbook | hf-peft (HF PEFT builds the shared methods)")
     parser.add_argument("--out", default="outputs/bench", help="output folder (default: outputs/bench)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--max-examples", type=int, default=None, help="evaluate on the first N test examples only")
     parser.add_argument("--train-examples", type=int, default=None,
                         help="every method learns from the first N training examples only (default: all)")
@@ -42,7 +44,7 @@ def run(args) -> int:
         raise OutputError(f"--out {args.out!r} is an existing file, not a folder")
     try:
         records = run_bench(args.model, args.task, methods, steps=args.steps, seeds=args.seeds, impl=args.impl,
-                            out=args.out, device=args.device, progress=not args.json,
+                            out=args.out, device=args.device, dtype=args.dtype, progress=not args.json,
                             eval_examples=args.max_examples, train_examples=args.train_examples, log=lambda *a, **k: print(*a, file=sys.stderr))
     except KeyboardInterrupt:
         print(f"interrupted; finished runs are in {args.out}/results.json (re-run the same command to continue)",

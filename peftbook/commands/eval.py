@@ -16,6 +16,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--merge", action="store_true", help="merge LoRA/QLoRA into the weights (and drop the wrappers) before evaluating")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (with the predictions)")
     parser.set_defaults(handler=run)
 
@@ -26,6 +28,7 @@ def run(args) -> int:
     from peftbook.evaluate import evaluate
     from peftbook.methods import load_adapter, merge
     from peftbook.models import load_model
+    from peftbook.precision import precision_record
     from peftbook.tasks import check_split, load_task
 
     check_split(args.split)  # bad input fails before the model loads
@@ -36,13 +39,14 @@ def run(args) -> int:
     if args.adapter is not None and not (Path(args.adapter) / "peftbook_adapter.json").exists():
         raise FileNotFoundError(f"{args.adapter} holds no peftbook_adapter.json: not an adapter saved by train")
     task = load_task(args.task)
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.adapter is not None:
         load_adapter(model, args.adapter)
         if args.merge:
             merge(model, unload=True)
     result = evaluate(model, tokenizer, task, args.split, max_examples=args.max_examples, batch_size=args.batch_size)
-    result = {"model": args.model, "adapter": args.adapter, "task": task.name, **result}
+    result = {"model": args.model, "adapter": args.adapter, "task": task.name, **result,
+              "precision": precision_record(model)}
     if args.json:
         print(strict_json(result, indent=2))
         return 0

@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--examples", type=int, default=200, help="evaluate on the first N test examples (0: all)")
     parser.add_argument("--split", default="test", choices=("test", "validation"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
 
@@ -43,8 +45,9 @@ def run(args) -> int:
     for k in args.shots:
         select_shots(task.examples("train"), FewShotConfig(shots=k, selection=args.selection))
     from peftbook.models import load_model
+    from peftbook.precision import precision_record
 
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.chat and not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"--chat needs a model whose tokenizer has a chat template; {args.model}'s has none")
     results = few_shot_curve(model, tokenizer, task, args.shots, draws=args.draws, seed=args.seed,
@@ -52,7 +55,8 @@ def run(args) -> int:
                              selection=args.selection, calibrate=args.calibrate, chat=args.chat)
     document = {"task": task.name, "model": args.model, "metric": task.metric, "split": args.split,
                 "examples": args.examples or len(task.examples(args.split)), "selection": args.selection,
-                "calibrate": args.calibrate, "chat": args.chat, "seed": args.seed, "results": results}
+                "calibrate": args.calibrate, "chat": args.chat, "seed": args.seed, "results": results,
+                "precision": precision_record(model)}
     if args.json:
         print(strict_json(document, indent=2))
         return 0

@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
                         help="replace an earlier run's results in --out (a non-empty --out is refused otherwise)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="method config fields, e.g. --set rank=4 alpha=8 (default: the bench defaults)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -76,13 +78,14 @@ def run(args) -> int:
                          grad_checkpointing_every=args.grad_checkpointing_every,
                          loss_chunk_tokens=args.loss_chunk_tokens, optimizer=args.optimizer,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=args.out,
-                         resume=args.resume, overwrite=args.overwrite, seed=args.seed, progress=not args.json)
+                         resume=args.resume, overwrite=args.overwrite, seed=args.seed, dtype=args.dtype,
+                         progress=not args.json)
     config.validate()
     out = Path(args.out)
     check_out_dir(config)  # before loading anything: a refused --out costs nothing
     if args.resume:
         check_resume(config)
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     import torch
 
     torch.manual_seed(args.seed)  # the method's random init
@@ -95,7 +98,7 @@ def run(args) -> int:
                "validation": {k: v for k, v in result.evals[-1].items()} if result.evals else None,
                "peak_memory_bytes": result.memory and result.memory["peak_bytes"],
                "memory_by_category": result.memory and result.memory["by_category"],
-               "step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s,
+               "step_time_s": result.step_time_s, "tokens_per_s": result.tokens_per_s, "precision": result.precision,
                "adapter": str(out / "adapter"), "history": str(out / "history.json")}
     if args.json:
         print(strict_json(summary, indent=2, default=str))

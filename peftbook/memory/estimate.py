@@ -34,7 +34,7 @@ import torch
 
 from peftbook.memory.measure import CATEGORIES
 from peftbook.memory.options import StepOptions, resolve_optimizer
-from peftbook.memory.simulate import autocast_dtype, method_name, prepare_step, resolve_config
+from peftbook.memory.simulate import autocast_dtype, cpu_mixed_precision, method_name, prepare_step, resolve_config
 from peftbook.methods import full, get_method
 from peftbook.models import get_architecture, model_dims
 from peftbook.surgery import linear_shapes, matches_suffix
@@ -97,7 +97,8 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     adapted = 0  # bytes per token that LoRA's adapted layers keep
     if traits.linear_inputs == "targets":
         adapter_bytes = 4 if options.adapter_dtype == "fp32" else p
-        adapted = lora_saved_bytes(config, method_config, p, adapter_bytes, options.device or "cuda")
+        masters = options.device == "cpu" and p < 4  # train's CPU step on a 16-bit base: fp32 adapters, autocast
+        adapted = lora_saved_bytes(config, method_config, p, adapter_bytes, options.device or "cuda", masters)
     if config.model_type == "gpt2":
         # Korthikanti et al. eq. 1, term by term: per layer s b h (34 + 5 a s / h) bytes with 16-bit
         # activations and 1-byte dropout masks; HF's tanh-GELU keeps 4 tensors where they count 1
@@ -157,7 +158,7 @@ def adapter_attention_bytes(config, prompt_len: int, p: int) -> int:
     return dims["num_heads"] * dims["head_dim"] * p + dims["num_heads"] * prompt_len * (4 + cast + p)
 
 
-def lora_saved_bytes(config, method_config, p: int, adapter_bytes: int, device: str) -> int:
+def lora_saved_bytes(config, method_config, p: int, adapter_bytes: int, device: str, autocast: bool = False) -> int:
     """Bytes per token that LoRA's adapted layers keep for backward.
 
     ``B(A(dropout(x)))``: A keeps its input, B keeps A's output (``rank`` values). Without dropout A's
@@ -165,13 +166,17 @@ def lora_saved_bytes(config, method_config, p: int, adapter_bytes: int, device: 
     dropout each layer keeps its own dropped copy (``p`` bytes) and dropout's mask: 1 byte on CUDA
     (``native_dropout``'s bool mask), the input's dtype on CPU (``_dropout_impl`` multiplies by a
     mask of the input's dtype). An fp32 adapter on a 16-bit base keeps each layer's fp32 copy of its
-    input (the cast; the dropped 16-bit copy is then not kept).
+    input (the cast; the dropped 16-bit copy is then not kept). Under autocast (``train``'s CPU step on a
+    16-bit base: fp32 adapter weights) that fp32 copy is cast back to 16 bits for the product, and the
+    16-bit copy is what each layer keeps, as its A's output.
     """
     targets = method_config.targets or get_architecture(config).lora_targets
     shapes = linear_shapes(config)
     chosen = [name for name in shapes if targets == "all-linear" or any(matches_suffix(name, t) for t in targets)]
     dropout = getattr(method_config, "dropout", 0) > 0
     cast = adapter_bytes != p
+    if autocast:  # what the products keep is their autocast's 16-bit copy, one per layer
+        cast, adapter_bytes = True, p
     mask = (1 if device == "cuda" else p) if dropout else 0
     shared, own = {}, 0
     for name in chosen:
@@ -199,10 +204,15 @@ def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, se
     config = resolve_config(model_or_config)
     p = torch.finfo(torch_dtype).bits // 8
     method = method_name(method_config)
-    p_train = 4 if options.adapter_dtype == "fp32" and method != "full" else p  # trainable parameters' bytes
+    # train's CPU step on a 16-bit base keeps whatever trains in fp32 (master weights) under autocast
+    masters = cpu_mixed_precision(options, torch_dtype)
+    p_train = 4 if (options.adapter_dtype == "fp32" and method != "full") or masters else p  # trainable bytes
     compute_dtype = autocast_dtype(dtype) or torch_dtype
     counts = parameter_counts(config, method_config)
     weights = (counts["total"] - counts["quantized"] - counts["added"]) * p + counts["added"] * p_train
+    full_in_fp32 = masters and get_method(method).memory.trains_base_weights
+    if full_in_fp32:  # every weight is a trainable fp32 master
+        weights = counts["total"] * 4
     double_quant = getattr(method_config, "double_quant", True)
     weights += counts["quantized"] * (NF4_BYTES_PER_PARAM if double_quant else NF4_BYTES_PER_PARAM_NO_DOUBLE_QUANT)
     gradients = counts["trainable"] * p_train
@@ -217,7 +227,7 @@ def estimate_memory(model_or_config, method_config=None, batch_size: int = 1, se
         dims = model_dims(config)
         temporaries = max(temporaries, 2 * dims["vocab_size"] * dims["hidden_size"] * p_train)
     activations = activation_bytes(config, method_config, batch_size, seq_len, compute_dtype, options)
-    if compute_dtype != torch_dtype:  # autocast keeps a bf16 copy of every linear weight for the backward
+    if compute_dtype != torch_dtype or full_in_fp32:  # autocast keeps a 16-bit copy of each linear weight for backward
         linear = model_dims(config)["num_layers"] * sum(i * o for i, o in linear_shapes(config).values())
         activations += (linear - counts["quantized"]) * (torch.finfo(compute_dtype).bits // 8)
     by_category = dict.fromkeys(CATEGORIES, 0)

@@ -56,7 +56,8 @@ OPTION_GRID = (
     # bitsandbytes pages nothing on CPU (it says so and allocates plainly): the name runs, the bytes are 8-bit's
     ("paged adamw 8-bit", StepOptions(optimizer="paged_adamw_8bit", device="cpu"), "fp32"),
     ("sgd", StepOptions(optimizer="sgd", device="cpu"), "fp32"),
-    ("fp32 adapter, bf16 base", StepOptions(adapter_dtype="fp32", device="cpu"), "bf16"),
+    # train's CPU step on a bf16 base: fp32 master weights for whatever trains, bf16 autocast (full fine-tuning too)
+    ("bf16 base (fp32 masters, autocast)", StepOptions(device="cpu"), "bf16"),
 )
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

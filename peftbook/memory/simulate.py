@@ -40,6 +40,7 @@ from peftbook.memory.options import (StepOptions, check_method_options, chunked_
                                      enable_gradient_checkpointing, make_step_optimizer, resolve_optimizer,
                                      step_options, with_adapter_dtype)
 from peftbook.methods import apply, get_method, make_config, method_of
+from peftbook.precision import fp32_master_weights, model_dtype
 from peftbook.surgery import applied_config
 
 # "mixed": fp32 weights, gradients and AdamW state, forward under bf16 autocast (mixed precision)
@@ -238,13 +239,26 @@ def training_step(model, optimizer, input_ids, mem=None, autocast: torch.dtype |
     optimizer.zero_grad(set_to_none=True)
 
 
+def cpu_mixed_precision(options: StepOptions, torch_dtype: torch.dtype) -> bool:
+    """Whether the step is ``train``'s on a CPU in 16 bits: the trainable parameters in fp32 (master weights,
+    ``precision.fp32_master_weights``), the frozen ones in ``torch_dtype``, the forward under its autocast."""
+    return options.device == "cpu" and torch_dtype in (torch.bfloat16, torch.float16)
+
+
 def profile_step(model, batch_size: int, seq_len: int, options: StepOptions, method: str, device="cpu",
-                 simulated: bool = False, autocast: torch.dtype | None = None) -> MemoryReport:
+                 simulated: bool = False, autocast: torch.dtype | None = None, masters: bool = False) -> MemoryReport:
     """Create the optimizer's state, then track one step: the steady-state step's memory.
 
     ``device``: where the tensors are (CPU for fake ones); ``options.device``: the device modelled
-    (allocator rounding, the optimizer implementation it runs).
+    (allocator rounding, the optimizer implementation it runs). ``masters``: the trainable parameters
+    in fp32 while the step runs, as ``train`` keeps them on a CPU in bf16 (``cpu_mixed_precision``).
     """
+    with fp32_master_weights([p for p in model.parameters() if p.requires_grad]) if masters else nullcontext():
+        return profile_steady_step(model, batch_size, seq_len, options, method, device, simulated, autocast)
+
+
+def profile_steady_step(model, batch_size: int, seq_len: int, options: StepOptions, method: str, device,
+                        simulated: bool, autocast: torch.dtype | None) -> MemoryReport:
     implementation = resolve_optimizer(options.optimizer, method, options.device)
     opt = step_optimizer(implementation, model)
     vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size")
@@ -283,7 +297,9 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
         method_config: a method config (``make_config("lora", rank=8)``); None = full fine-tuning.
         batch_size, seq_len: the batch of token ids (labels = inputs).
         dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"``: weights, gradients, optimizer state and activations
-            all in that dtype; ``"mixed"``: fp32 weights/gradients/AdamW state, bf16 autocast forward.
+            all in that dtype; ``"mixed"``: fp32 weights/gradients/AdamW state, bf16 autocast forward. On
+            ``device="cpu"`` a 16-bit dtype is ``train``'s CPU step in it: the frozen weights in that dtype,
+            the trainable ones, their gradients and AdamW state in fp32 (master weights), autocast forward.
         optimizer, device: shorthands for ``options.optimizer`` and ``options.device``.
         options: ``StepOptions`` (or a dict of its fields): gradient checkpointing, the optimizer
             (default ``"auto"``: what ``train`` uses on the device), adapter dtype, chunked loss, and
@@ -303,11 +319,14 @@ def simulate_memory(model_or_config, method_config=None, batch_size: int = 1, se
         if options.device == "cuda":
             use_cuda_dropout(model)
         # fake tensors live on CPU; options.device is the device modelled (allocator, optimizer)
+        masters = cpu_mixed_precision(options, torch_dtype)
         with masks_decided_as_on_real_tensors():
             report = profile_step(model, batch_size, seq_len, options, method, "cpu", simulated=True,
-                                  autocast=autocast_dtype(dtype))
+                                  autocast=torch_dtype if masters else autocast_dtype(dtype), masters=masters)
     report.device = f"{options.device} (simulated)"
     report.notes.append("steady-state step (the second): the optimizer state exists on entry")
+    if masters:
+        report.notes.append(f"{dtype} on the CPU: fp32 master weights for the trainable parameters, autocast forward")
     if get_method(method).memory.quantized_base:
         report.notes.append("4-bit weights: bitsandbytes' own quantize_4bit on fake tensors (exact storage)")
     return report
@@ -331,5 +350,7 @@ def measure_memory(model, batch_size: int = 1, seq_len: int = 512, optimizer: st
         raise ValueError(f"options ask for adapter_dtype='fp32' but the {method} adapter on this model was applied "
                          "with adapter_dtype='base'; apply it with adapter_dtype='fp32' (as a training run would)")
     apply_options(model, method, options)
+    base_dtype = model_dtype(model)
+    masters = cpu_mixed_precision(options, base_dtype)
     return profile_step(model, batch_size, seq_len, options, method, device, simulated=False,
-                        autocast=autocast_dtype(dtype))
+                        autocast=base_dtype if masters else autocast_dtype(dtype), masters=masters)
