@@ -42,19 +42,20 @@ def train_once(model_name: str, task, method: str, dtype: str, seed: int, steps:
     from peftbook.models import parameter_count
     from peftbook.precision import model_dtype, dtype_name
 
-    defaults = method_defaults(method, task, parameter_count(model_name))
+    parameters = parameter_count(model_name)
+    defaults = method_defaults(method, task, parameters)
     model, tokenizer = peftbook.load_model(model_name, dtype=dtype, device="cpu")
     torch.manual_seed(seed)
     apply(model, make_config(method, **defaults["config"]))
     start = time.perf_counter()
-    result = peftbook.train(model, tokenizer, task, train_config(method, task, steps, seed, progress=False,
-                                                                 final_eval=False))
+    settings = train_config(method, task, steps, seed, parameters, progress=False, final_eval=False)
+    result = peftbook.train(model, tokenizer, task, settings)
     train_seconds = time.perf_counter() - start
     if result.interrupted:  # Ctrl-C or SIGTERM: train returned early; stop here, the finished runs are saved
         raise KeyboardInterrupt
     scores = peftbook.evaluate(model, tokenizer, task, "validation", max_examples=validation, latency_examples=0)
     run = {"method": method, "dtype": dtype, "computed_in": dtype_name(model_dtype(model)), "seed": seed,
-           "lr": defaults["lr"], "steps": steps, "step_time_s": result.step_time_s,
+           "lr": settings.lr, "steps": steps, "step_time_s": result.step_time_s,
            "peak_memory_bytes": result.memory["peak_bytes"], "train_seconds": train_seconds,
            "validation": scores["value"], "n_validation": scores["n_examples"],
            "first_loss": result.losses[0], "final_loss": result.losses[-1], "precision": result.precision}
