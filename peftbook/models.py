@@ -200,12 +200,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    """``"auto"`` (or None): bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (``peftbook.precision``);
-    ``"fp32"`` / ``"bf16"`` (``"fp16"``, torch dtypes) force one."""
-    return precision.resolve_dtype(dtype, device)
-
-
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     """``"tiny"`` -> the embedded base; a named model -> its cache folder (fetched on first use); a
     ``.gguf`` file -> itself; a directory must hold config.json; else a hub id."""
@@ -324,7 +318,7 @@ def load_model(name_or_path: str | os.PathLike = "tiny", *, quantize: str | None
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={quantize!r} is not allowed; allowed: None, 'nf4', 'fp4'")
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype = precision.resolve_dtype(dtype, device)
     if quantize is not None and hub.is_gguf(name_or_path):
         raise ConfigError(f"quantize={quantize!r} cannot load a .gguf file directly; convert it once with "
                           "`python -m peftbook fetch FILE.gguf --out DIR`, then load DIR with quantize")

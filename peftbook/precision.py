@@ -131,11 +131,11 @@ def choose(dtype, device: torch.device) -> tuple[torch.dtype, bool, str]:
     return DTYPE_NAMES[dtype], False, "asked for"
 
 
-def resolve_dtype(dtype, device: torch.device, announce: bool = True) -> torch.dtype:
-    """The torch dtype for ``dtype`` on ``device``; ``announce`` prints the automatic choice on a CPU once per
-    process, and a note when bf16 is forced on a CPU that only emulates it."""
+def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    """The torch dtype for ``dtype`` on ``device``; on a CPU, the automatic choice is printed once per process,
+    and a note when bf16 is forced on a CPU that only emulates it (``choose`` decides without a word)."""
     chosen, automatic, why = choose(dtype, device)
-    if announce and device.type == "cpu":
+    if device.type == "cpu":
         if automatic:
             say_once(f"computing in {dtype_name(chosen)} on the CPU: {why}; dtype='fp32' or 'bf16' forces either")
         elif chosen == torch.bfloat16 and not native_bf16()[0]:

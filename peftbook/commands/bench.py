@@ -6,6 +6,7 @@ from pathlib import Path
 
 from peftbook.errors import OutputError, strict_json
 from peftbook.methods import ALL_METHODS
+from peftbook.precision import DTYPE_CHOICES
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--impl", default="peftbook", help="peftbook | hf-peft (HF PEFT builds the shared methods)")
     parser.add_argument("--out", default="outputs/bench", help="output folder (default: outputs/bench)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--max-examples", type=int, default=None, help="evaluate on the first N test examples only")
     parser.add_argument("--train-examples", type=int, default=None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from peftbook.errors import ConfigError, strict_json
+from peftbook.precision import DTYPE_CHOICES, precision_record
 
 
 def add_parser(subparsers) -> None:
@@ -16,7 +17,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--merge", action="store_true", help="merge LoRA/QLoRA into the weights (and drop the wrappers) before evaluating")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (with the predictions)")
     parser.set_defaults(handler=run)
@@ -28,7 +29,6 @@ def run(args) -> int:
     from peftbook.evaluate import evaluate
     from peftbook.methods import load_adapter, merge
     from peftbook.models import load_model
-    from peftbook.precision import precision_record
     from peftbook.tasks import check_split, load_task
 
     check_split(args.split)  # bad input fails before the model loads

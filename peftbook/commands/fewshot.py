@@ -6,6 +6,7 @@ Queries are the first ``--examples`` (default 200) of the test split; shots are 
 from __future__ import annotations
 
 from peftbook.errors import strict_json
+from peftbook.precision import DTYPE_CHOICES, precision_record
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--examples", type=int, default=200, help="evaluate on the first N test examples (0: all)")
     parser.add_argument("--split", default="test", choices=("test", "validation"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
@@ -45,7 +46,6 @@ def run(args) -> int:
     for k in args.shots:
         select_shots(task.examples("train"), FewShotConfig(shots=k, selection=args.selection))
     from peftbook.models import load_model
-    from peftbook.precision import precision_record
 
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.chat and not getattr(tokenizer, "chat_template", None):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from peftbook.errors import strict_json
 from peftbook.methods import TRAINABLE_METHODS
+from peftbook.precision import DTYPE_CHOICES
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +39,7 @@ def add_parser(subparsers) -> None:
                         help="replace an earlier run's results in --out (a non-empty --out is refused otherwise)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="auto: bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (default: auto)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="method config fields, e.g. --set rank=4 alpha=8 (default: the bench defaults)")

@@ -97,7 +97,7 @@ def activation_bytes(config, method_config, batch_size: int, seq_len: int, dtype
     adapted = 0  # bytes per token that LoRA's adapted layers keep
     if traits.linear_inputs == "targets":
         adapter_bytes = 4 if options.adapter_dtype == "fp32" else p
-        masters = options.device == "cpu" and p < 4  # train's CPU step on a 16-bit base: fp32 adapters, autocast
+        masters = cpu_mixed_precision(options, dtype)  # train's CPU step on a 16-bit base: fp32 adapters, autocast
         adapted = lora_saved_bytes(config, method_config, p, adapter_bytes, options.device or "cuda", masters)
     if config.model_type == "gpt2":
         # Korthikanti et al. eq. 1, term by term: per layer s b h (34 + 5 a s / h) bytes with 16-bit
