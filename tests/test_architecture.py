@@ -61,10 +61,12 @@ def test_the_import_graph_has_no_circle():
 LAYERS = (
     ("peftbook.errors", "peftbook.precision", "peftbook.models", "peftbook.hub", "peftbook.zoo", "peftbook.surgery",
      "peftbook.environment", "peftbook.progress"),
-    ("peftbook.tasks", "peftbook.batching", "peftbook.lm_loss", "peftbook.metrics", "peftbook.evaluate", "peftbook.spectrum"),
+    ("peftbook.tasks", "peftbook.batching", "peftbook.lm_loss", "peftbook.metrics", "peftbook.evaluate", "peftbook.spectrum",
+     "peftbook.stats"),
     ("peftbook.methods",),
     ("peftbook.train", "peftbook.memory"),
-    ("peftbook.bench", "peftbook.results", "peftbook.plots", "peftbook.claims", "peftbook.tiny", "peftbook.coverage"),
+    ("peftbook.bench", "peftbook.results", "peftbook.plots", "peftbook.claims", "peftbook.tiny", "peftbook.coverage",
+     "peftbook.realmodel"),
     ("peftbook.commands", "peftbook.__main__", "peftbook.notebooks", "peftbook.notebook_checks", "peftbook.nbclean"),
 )
 
