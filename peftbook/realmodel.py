@@ -194,3 +194,17 @@ def versus(a, b) -> stats.Comparison:
 def verdict_text(comparison: stats.Comparison, higher: str, lower: str, tie: str) -> str:
     """The sentence for what the comparison allows: each branch is written by the caller."""
     return {"higher": higher, "lower": lower, "cannot tell": tie}[comparison.verdict]
+
+
+def setting_record(runs: dict) -> dict:
+    """What a notebook records of one ``seed_runs`` result (no model objects, with the test interval)."""
+    record = {key: value for key, value in runs.items() if key not in ("model", "tokenizer")}
+    record["interval"] = stats.t_interval(runs["test"]).to_dict()
+    return record
+
+
+def comparison_record(a_label: str, b_label: str, a_values, b_values) -> dict:
+    """``a`` against ``b`` as a notebook records it: both labels and values, the test and its verdict."""
+    comparison = versus(a_values, b_values)
+    return {"a": a_label, "b": b_label, "a_values": list(a_values),
+            "b_values": b_values if isinstance(b_values, (int, float)) else list(b_values), **comparison.to_dict()}

@@ -105,12 +105,28 @@ def check_metrics(name: str, metrics: dict) -> None:
     if "claims" in metrics:
         assert [c["id"] for c in metrics["claims"]] == sorted(CLAIMS)
         assert all(set(c) == {"id", "claim", "verdict", "evidence"} and c["verdict"] for c in metrics["claims"])
+    if metrics.get("real") and not metrics["real"].get("skipped"):
+        check_real_part(name, metrics["real"])
     if "headline" in metrics:
         headline = metrics["headline"]
         assert {"task", "metric", "budget", "rows"} <= set(headline)
         for row in headline["rows"]:
             assert {"method", "k", "mean", "sd", "n_seeds", "trainable_params"} <= set(row)
             assert 0 <= row["mean"] <= 1 and row["sd"] >= 0 and row["n_seeds"] >= 1
+
+
+def check_real_part(name: str, real: dict) -> None:
+    """A real-model part (``peftbook.realmodel``): one test score per seed for every setting, intervals
+    that are those of the scores, and every recorded verdict the one its values give."""
+    from peftbook import realmodel, stats
+
+    assert {"model", "task", "seeds", "settings", "comparisons", "baselines"} <= set(real), f"{name}: real part fields"
+    for setting in real["settings"]:
+        assert len(setting["test"]) == len(setting["seeds"]) >= 1, f"{name}: {setting['label']}: one score per seed"
+        assert all(0 <= v <= 1 for v in setting["test"] if setting.get("metric", "accuracy") == "accuracy")
+        assert setting["interval"]["mean"] == pytest.approx(stats.t_interval(setting["test"]).mean)
+    for row in real["comparisons"]:
+        assert row["verdict"] == realmodel.versus(row["a_values"], row["b_values"]).verdict, f"{name}: {row}"
 
 
 @pytest.mark.notebooks
