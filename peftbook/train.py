@@ -87,6 +87,7 @@ class TrainConfig:
     eval_every: int = 0               # validate every N steps (and at the end); 0 = only at the end
     eval_examples: int | None = 200   # validation examples per evaluation (None = all)
     final_eval: bool = True           # evaluate on validation after the last step
+    keep_best: bool = False           # end with the trainable weights of the best validation score (needs eval_every)
     checkpoint_every: int = 0         # save a resumable checkpoint every N steps (needs out_dir)
     out_dir: str | None = None        # where checkpoints, history.json and the final adapter go
     save_adapter: bool = True         # write out_dir/adapter at the end (when a peftbook method is applied)
@@ -124,6 +125,10 @@ class TrainConfig:
             raise ConfigError(f"optimizer {self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
         if self.dtype not in DTYPE_CHOICES:
             raise ConfigError(f"dtype {self.dtype!r} is not allowed; allowed: {', '.join(DTYPE_CHOICES)}")
+        if self.keep_best and not (self.eval_every and self.final_eval):
+            raise ConfigError("keep_best needs eval_every >= 1 and final_eval=True: the best of which evaluations?")
+        if self.keep_best and self.resume:
+            raise ConfigError("keep_best cannot resume: the best weights so far are not in the checkpoint")
         if (self.checkpoint_every or self.resume) and not self.out_dir:
             raise ConfigError("checkpoint_every and resume need out_dir")
         if self.resume and self.overwrite:
@@ -222,6 +227,7 @@ class TrainResult:
     num_processes: int = 1
     out_dir: str | None = None
     precision: dict | None = None                      # {"dtype", "device", ...}: peftbook.precision.precision_record
+    best: dict | None = None                           # keep_best: {"step", "value"} of the evaluation kept
 
     @property
     def losses(self) -> list[float]:
@@ -525,6 +531,7 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
     trainable = [p for p in model.parameters() if p.requires_grad]
     step_times: list[float] = []
     step_tokens: list[int] = []
+    best_weights: list[torch.Tensor] = []  # keep_best: the trainable tensors (fp32 masters included) at the best score
     measuring = contextlib.ExitStack()  # holds the memory tracker while the first steps run
     tracker = None
     bar = progress_bar(total=config.steps, initial=result.steps_done, desc="train", dynamic_ncols=True,
@@ -543,6 +550,9 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
                                    latency_examples=0)
             metrics.pop("predictions")
             result.evals.append({"step": step, **metrics})
+            if config.keep_best and (result.best is None or metrics["value"] > result.best["value"]):
+                result.best = {"step": step, "value": metrics["value"]}  # ties keep the earlier, shorter run
+                best_weights[:] = [p.detach().clone() for p in trainable]
             model.train()
         accelerator.wait_for_everyone()
 
@@ -580,6 +590,11 @@ def train(model, tokenizer, task, config: TrainConfig | None = None, *, callback
                 callback(result.steps_done, result)
         if config.final_eval:
             run_eval(result.steps_done)
+        if best_weights:
+            with torch.no_grad():
+                for parameter, kept in zip(trainable, best_weights):
+                    parameter.copy_(kept)
+            best_weights.clear()
     except KeyboardInterrupt as interrupt:
         result.interrupted = True
         result.interrupted_by = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"

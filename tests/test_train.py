@@ -133,6 +133,7 @@ def test_schedule_warmup_then_cosine_to_zero():
     ("batch_size", 0, "batch_size"), ("schedule", "step", "cosine"), ("optimizer", "adam", "adamw_fused"),
     ("loss_chunk_tokens", 0, "loss_chunk_tokens"), ("loss_chunk_tokens", "512", "loss_chunk_tokens"),
     ("grad_checkpointing_every", 0, "grad_checkpointing_every"),
+    ("keep_best", True, "keep_best needs eval_every"),
 ])
 def test_bad_config_raises(field, value, words):
     from peftbook.train import TrainConfig
@@ -158,6 +159,29 @@ def test_training_lowers_loss_and_is_deterministic(tiny_dir, cls_task):
     assert all(torch.equal(weights1[k], weights2[k]) for k in weights1)
     assert sum(first.losses[-3:]) / 3 < sum(first.losses[:3]) / 3
     assert first.step_time_s > 0 and first.tokens_per_s > 0
+
+
+@pytest.mark.integration
+def test_keep_best_ends_with_the_weights_of_the_best_validation_score(tiny_dir, cls_task):
+    """The weights seen at each evaluation are kept by a callback; the run must end with the best one's."""
+    from peftbook.train import train
+
+    model, tokenizer = fresh(tiny_dir)
+    lora(model)
+    seen = {}
+    # lr 0.5 overshoots: validation 0.5, 0.875, 0.75, 0.625 at steps 3..12, so the best is not the last
+    result = train(model, tokenizer, cls_task, cfg(steps=12, eval_every=3, final_eval=True, keep_best=True, lr=0.5),
+                   callbacks=[lambda step, r: seen.__setitem__(step, trainable(model))])
+    values = [e["value"] for e in result.evals]
+    first_best = next(e for e in result.evals if e["value"] == max(values))
+    assert result.best == {"step": first_best["step"], "value": first_best["value"]}
+    assert result.best["step"] < 12, "the test needs a run whose best evaluation is not its last"
+    kept = seen[result.best["step"]]
+    assert all(torch.equal(kept[name], weight) for name, weight in trainable(model).items())
+    model, tokenizer = fresh(tiny_dir)
+    lora(model)
+    plain = train(model, tokenizer, cls_task, cfg(steps=12, eval_every=3, final_eval=True, lr=0.5))
+    assert plain.best is None and all(torch.equal(seen[12][n], w) for n, w in trainable(model).items())
 
 
 @pytest.mark.integration

@@ -33,6 +33,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--optimizer", default="auto",
                         help="auto | adamw | adamw_foreach | adamw_fused | adamw_8bit | paged_adamw_8bit | sgd")
     parser.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: at the end only)")
+    parser.add_argument("--keep-best", action="store_true",
+                        help="with --eval-every: end with the weights of the best validation score (early stopping)")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true",
@@ -78,7 +80,7 @@ def run(args) -> int:
                          schedule=args.schedule, max_length=args.max_length, grad_checkpointing=args.grad_checkpointing,
                          grad_checkpointing_every=args.grad_checkpointing_every,
                          loss_chunk_tokens=args.loss_chunk_tokens, optimizer=args.optimizer,
-                         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=args.out,
+                         eval_every=args.eval_every, keep_best=args.keep_best, checkpoint_every=args.checkpoint_every, out_dir=args.out,
                          resume=args.resume, overwrite=args.overwrite, seed=args.seed, dtype=args.dtype,
                          progress=not args.json)
     config.validate()
