@@ -18,6 +18,7 @@ by seed.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -208,3 +209,24 @@ def comparison_record(a_label: str, b_label: str, a_values, b_values) -> dict:
     comparison = versus(a_values, b_values)
     return {"a": a_label, "b": b_label, "a_values": list(a_values),
             "b_values": b_values if isinstance(b_values, (int, float)) else list(b_values), **comparison.to_dict()}
+
+
+@contextlib.contextmanager
+def watching_models():
+    """Within it, every model ``seed_runs`` (or ``baselines``) loads is put in the yielded list as it is loaded,
+    replacing the one before: a ``train`` callback reads the model being trained as ``models[-1]``
+    (e.g. to trace a parameter step by step). Only the latest is kept, so no finished run stays in memory."""
+    global load_model
+    models, original = [], load_model
+
+    def recording(*args, **kwargs):
+        model, tokenizer = original(*args, **kwargs)
+        models[:] = [model]
+        return model, tokenizer
+
+    load_model = recording
+    try:
+        yield models
+    finally:
+        load_model = original
+        models.clear()
