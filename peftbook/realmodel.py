@@ -18,7 +18,6 @@ by seed.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 
 import torch
@@ -104,7 +103,8 @@ def seed_runs(model_name: str, method: str, seeds, *, task, steps: int, eval_exa
         config: fields over the registry's large-model config (e.g. ``{"init": "random"}``).
         lr: a learning rate over the registry's (None: the registry's for this model size).
         keep_model: return the last seed's trained model under ``"model"`` (for inspection).
-        callbacks: ``train`` callbacks, each called as ``cb(seed, step, result)``.
+        callbacks: ``train`` callbacks, each called as ``cb(seed, step, result, model)`` after every step
+            (``model``: the one being trained, e.g. to trace a parameter step by step).
         quantize: ``load_model``'s ``quantize`` (QLoRA: "nf4").
 
     Returns:
@@ -127,7 +127,7 @@ def seed_runs(model_name: str, method: str, seeds, *, task, steps: int, eval_exa
         settings = train_config(method, task, steps, seed, parameters, lr=lr, eval_examples=eval_examples,
                                 loss_chunk_tokens=LOSS_CHUNK_TOKENS, progress=False)
         result = train(model, tokenizer, task, settings,
-                       callbacks=[lambda step, r, cb=cb, s=seed: cb(s, step, r) for cb in callbacks])
+                       callbacks=[lambda step, r, cb=cb, s=seed, m=model: cb(s, step, r, m) for cb in callbacks])
         if result.interrupted:
             raise KeyboardInterrupt
         test = score(model, tokenizer, task, "test", eval_examples)
@@ -210,23 +210,3 @@ def comparison_record(a_label: str, b_label: str, a_values, b_values) -> dict:
     return {"a": a_label, "b": b_label, "a_values": list(a_values),
             "b_values": b_values if isinstance(b_values, (int, float)) else list(b_values), **comparison.to_dict()}
 
-
-@contextlib.contextmanager
-def watching_models():
-    """Within it, every model ``seed_runs`` (or ``baselines``) loads is put in the yielded list as it is loaded,
-    replacing the one before: a ``train`` callback reads the model being trained as ``models[-1]``
-    (e.g. to trace a parameter step by step). Only the latest is kept, so no finished run stays in memory."""
-    global load_model
-    models, original = [], load_model
-
-    def recording(*args, **kwargs):
-        model, tokenizer = original(*args, **kwargs)
-        models[:] = [model]
-        return model, tokenizer
-
-    load_model = recording
-    try:
-        yield models
-    finally:
-        load_model = original
-        models.clear()

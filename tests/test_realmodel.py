@@ -56,3 +56,14 @@ def test_seed_runs_and_baselines_pair_by_seed():
     assert len(base["few_shot"]["values"]) == 2 and 0 <= base["zero_shot"]["value"] <= 1
     assert realmodel.versus(runs["test"], base["zero_shot"]["value"]).test == "paired t"
     assert realmodel.versus(runs["test"], [0.5, 0.6, 0.7]).test == "Welch t"
+
+
+def test_seed_runs_hands_the_model_being_trained_to_callbacks():
+    seen = []
+
+    def gates(seed, step, result, model):
+        seen.append((seed, step, sum(name.endswith("adaption_gate") for name, _ in model.named_parameters())))
+
+    realmodel.seed_runs("tiny", "llama_adapter", [0, 1], task=load_task("sentiment3"), steps=2, eval_examples=2,
+                        config={"adapter_layers": 2}, callbacks=[gates], progress=False)
+    assert seen == [(0, 1, 2), (0, 2, 2), (1, 1, 2), (1, 2, 2)]  # every step of every seed, both adapted layers
