@@ -34,7 +34,7 @@ SMOKE_PARAMETERS: dict[str, dict] = {
     "02_prompt_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "03_prefix_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "04_llama_adapter": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
-    "05_lora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False, "LATENCY_ROUNDS": 2},
+    "05_lora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "LATENCY_ROUNDS": 2, "REAL_STEPS": 2, "REAL_SEEDS": [0, 1], "REAL_EVAL_EXAMPLES": 8, "REAL_RANKS": [1], "REAL_TARGETS": ["q_proj,v_proj"], "REAL_LATENCY_ROUNDS": 2},
     "06_qlora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "07_benchmark": {"STEPS": 3, "EVAL_EXAMPLES": 16, "SEEDS": [0], "FEW_SHOT_DRAWS": 2, "CHOICE_EXAMPLES": 8,
                      "CURVE_EXAMPLES": [16], "ABLATION_EXAMPLES": 6},
