@@ -991,3 +991,38 @@ def plot_examples_curve(curves: dict, metric: str, title: str = "test score vs l
     _title(ax, title)
     _legend_outside(ax)
     return fig
+
+
+# ---- notebook 05: real model
+@styled
+def plot_seed_intervals(settings: dict, metric: str, positions: list[float] | None = None,
+                        references: dict | None = None, xlabel: str | None = None, title: str | None = None):
+    """Per setting of ``{label: [score per seed]}``: a dot per seed and the mean with its 95% t-interval
+    (``stats.t_interval``; no bar for one seed). ``positions``: numeric x values (log axis, e.g. ranks),
+    else one column per label. ``references``: ``{label: score}`` drawn as dashed horizontal lines."""
+    from peftbook import stats
+
+    fig = new_figure((7.5, 3.8))
+    ax = fig.add_subplot()
+    xs = list(positions) if positions is not None else list(range(len(settings)))
+    jitter = (lambda x, i, n: x * 1.06 ** (i - (n - 1) / 2)) if positions is not None else \
+        (lambda x, i, n: x + 0.06 * (i - (n - 1) / 2))
+    color = METHOD_COLORS["lora"]
+    for x, (label, values) in zip(xs, settings.items()):
+        interval = stats.t_interval(values)
+        ax.scatter([jitter(x, i, len(values)) for i in range(len(values))], values, alpha=0.6,
+                   color=method_color(label, color), zorder=2, s=18)
+        errors = None if interval.low is None else [[interval.mean - interval.low], [interval.high - interval.mean]]
+        ax.errorbar([x], [interval.mean], yerr=errors, fmt="o", capsize=5, color="black", markersize=5, zorder=3)
+    for index, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color=_CYCLE[(index + 3) % len(_CYCLE)], linestyle="--", linewidth=1, label=label)
+    if positions is not None:
+        _set_log(ax, "x", xs, base=2, formatter=lambda v: f"{v:g}")
+        ax.set_xlabel(xlabel or "")
+    else:
+        _category_ticks(ax, list(settings))
+    score_axis(ax, metric, f"test {metric}")
+    _title(ax, title)
+    if references:
+        _legend_outside(ax)
+    return fig
