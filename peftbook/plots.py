@@ -991,3 +991,29 @@ def plot_examples_curve(curves: dict, metric: str, title: str = "test score vs l
     _title(ax, title)
     _legend_outside(ax)
     return fig
+
+
+# ---- notebook 03: real model
+@styled
+def plot_real_settings(scores: dict, references: dict, metric: str, title: str = "test score per setting"):
+    """One column per setting of ``{setting: [score per seed]}``: a dot per seed and the mean with its 95%
+    Student-t interval over seeds; each of ``{name: score}`` (the untrained model, few-shot) as a dashed line."""
+    from peftbook.stats import t_interval
+
+    fig = new_figure((7.5, 4))
+    ax = fig.add_subplot()
+    for x, (setting, values) in enumerate(scores.items()):
+        interval = t_interval(values)
+        low, high = (interval.low, interval.high) if interval.low is not None else (interval.mean, interval.mean)
+        ax.errorbar(x, interval.mean, yerr=[[interval.mean - max(low, 0.0)], [min(high, 1.0) - interval.mean]]
+                    if metric in SCORE_METRICS else [[interval.mean - low], [high - interval.mean]],
+                    fmt="_", markersize=18, capsize=6, color="black", zorder=3)
+        ax.scatter([x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))], values, alpha=0.8,
+                   color=_CYCLE[x % len(_CYCLE)], zorder=2)
+    for i, (name, value) in enumerate(references.items()):
+        ax.axhline(value, color="0.4", linestyle=("--", ":", "-.")[i % 3], linewidth=1, label=name)
+    _category_ticks(ax, list(scores))
+    score_axis(ax, metric, f"test {metric} (bars: 95% interval over seeds)")
+    _title(ax, title)
+    _legend_outside(ax)
+    return fig
