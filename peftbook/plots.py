@@ -993,7 +993,7 @@ def plot_examples_curve(curves: dict, metric: str, title: str = "test score vs l
     return fig
 
 
-# ---- notebook 05: real model
+# ---- the real-model parts of the method notebooks
 @styled
 def plot_seed_intervals(settings: dict, metric: str, positions: list[float] | None = None,
                         references: dict | None = None, xlabel: str | None = None, title: str | None = None):

@@ -105,6 +105,12 @@ def _spectra(decays):
 GATES = {g: [_losses(seed=s + 3 * (g == "random")) for s in range(3)] for g in ("zero", "random")}
 MATRICES = {(0, "q_proj"): 0.2, (3, "q_proj"): 0.35, (0, "down_proj"): 0.1, (3, "down_proj"): 0.25}
 FIGURES = {
+    "seed_intervals": lambda: plots.plot_seed_intervals(
+        {"r=1": [0.6, 0.62, 0.65], "r=8": [0.7, 0.71, 0.69], "r=64": [0.72, 0.66, 0.7]}, "accuracy",
+        positions=[1, 8, 64], references={"zero-shot": 0.623, "8-shot": 0.58}, xlabel="LoRA rank r (log)"),
+    "seed_intervals_settings": lambda: plots.plot_seed_intervals(
+        {"init vocab": [0.843, 0.81, 0.713], "init random": [0.40, 0.403, 0.39], "MLP": [0.693]}, "accuracy",
+        references={"zero-shot": 0.623}, title="prefix tuning on smollm2-135m, sentiment3, 20 steps"),
     "memory_by_category": lambda: plots.plot_memory_by_category(
         {f"{method}\n{view}": _report(scale) for method, scale in (("full", 1.3), ("lora", 1.0), ("qlora", 0.8))
          for view in ("estimate", "simulate", "measure")},
