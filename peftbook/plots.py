@@ -1012,7 +1012,10 @@ def plot_seed_intervals(settings: dict, metric: str, positions: list[float] | No
         interval = stats.t_interval(values)
         ax.scatter([jitter(x, i, len(values)) for i in range(len(values))], values, alpha=0.6,
                    color=method_color(label, color), zorder=2, s=18)
-        errors = None if interval.low is None else [[interval.mean - interval.low], [interval.high - interval.mean]]
+        low, high = interval.low, interval.high
+        if low is not None and metric in SCORE_METRICS:  # a 2-seed interval can pass [0, 1]; a score cannot
+            low, high = max(low, 0.0), min(high, 1.0)
+        errors = None if low is None else [[interval.mean - low], [high - interval.mean]]
         ax.errorbar([x], [interval.mean], yerr=errors, fmt="o", capsize=5, color="black", markersize=5, zorder=3)
     for index, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=_CYCLE[(index + 3) % len(_CYCLE)], linestyle="--", linewidth=1, label=label)

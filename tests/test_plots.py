@@ -108,6 +108,9 @@ FIGURES = {
     "seed_intervals": lambda: plots.plot_seed_intervals(
         {"r=1": [0.6, 0.62, 0.65], "r=8": [0.7, 0.71, 0.69], "r=64": [0.72, 0.66, 0.7]}, "accuracy",
         positions=[1, 8, 64], references={"zero-shot": 0.623, "8-shot": 0.58}, xlabel="LoRA rank r (log)"),
+    "seed_intervals_two_seeds": lambda: plots.plot_seed_intervals(  # t with 1 df: an interval far past [0, 1]
+        {"init vocab": [0.25, 0.875], "MLP": [0.375, 0.5]}, "accuracy", references={"zero-shot": 0.623},
+        title="prefix tuning on smollm2-135m, sentiment3, 2 steps"),
     "seed_intervals_settings": lambda: plots.plot_seed_intervals(
         {"init vocab": [0.843, 0.81, 0.713], "init random": [0.40, 0.403, 0.39], "MLP": [0.693]}, "accuracy",
         references={"zero-shot": 0.623}, title="prefix tuning on smollm2-135m, sentiment3, 20 steps"),
