@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import peftbook.methods as methods
-from peftbook.methods.llama_adapter import AdaptedAttention, LlamaAdapterConfig, num_trainable
+from peftbook.methods.llama_adapter import AdaptedAttention, LlamaAdapterConfig, copy_into_hf_peft, num_trainable
 from peftbook.models import decoder_layers, get_architecture, model_dims
 from conftest import make_tiny_model
 
@@ -291,12 +291,8 @@ def assert_matches_peft_adaption_prompt(ours, theirs, input_ids, layers: int, lo
     """Open our gates, give HF PEFT's adaption prompts and gates the same values, then compare the
     logits and the gradients of every prompt and gate (ours: ``gate="scalar"``, PEFT's kind)."""
     open_gates(ours)
-    peft_modules = [m for m in theirs.modules() if hasattr(m, "adaption_gate") and not isinstance(m, AdaptedAttention)]
+    peft_modules = copy_into_hf_peft(ours, theirs)
     assert len(peft_modules) == layers
-    with torch.no_grad():
-        for mine, peft_module in zip(wrappers(ours), peft_modules):
-            peft_module.adaption_prompt.copy_(mine.adaption_prompt[None])  # PEFT's is (1, P, hidden)
-            peft_module.adaption_gate.copy_(mine.adaption_gate)
 
     our_logits, peft_logits = ours(input_ids=input_ids).logits, theirs(input_ids=input_ids).logits
     torch.testing.assert_close(our_logits, peft_logits, atol=logits_tolerance, rtol=logits_tolerance)

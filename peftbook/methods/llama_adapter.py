@@ -417,3 +417,19 @@ def hf_peft_config(model: nn.Module, config: LlamaAdapterConfig):
 
     return peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=config.adapter_len,
                                      adapter_layers=layer_count(config, model_dims(model.config)["num_layers"]))
+
+
+def copy_into_hf_peft(ours: nn.Module, theirs: nn.Module) -> list[nn.Module]:
+    """Give HF PEFT's adaption prompts and gates (``theirs``, from ``hf_peft_config``) the values of ours,
+    layer by layer; returns PEFT's adapted attention modules in that order. Ours must use ``gate="scalar"``,
+    PEFT's kind, for the two to compute the same (PEFT's prompt is ``(1, P, hidden)``, ours ``(P, hidden)``)."""
+    mine = [m for m in ours.modules() if isinstance(m, AdaptedAttention)]
+    peft_modules = [m for m in theirs.modules() if hasattr(m, "adaption_gate") and not isinstance(m, AdaptedAttention)]
+    if len(mine) != len(peft_modules) or any(m.gate_kind != "scalar" for m in mine):
+        raise ValueError(f"cannot copy {len(mine)} adapted layers into HF PEFT's {len(peft_modules)}: the counts must "
+                         "match and every gate must be gate=\"scalar\" (PEFT's one gate per layer)")
+    with torch.no_grad():
+        for wrapper, peft_module in zip(mine, peft_modules):
+            peft_module.adaption_prompt.copy_(wrapper.adaption_prompt[None])
+            peft_module.adaption_gate.copy_(wrapper.adaption_gate)
+    return peft_modules
