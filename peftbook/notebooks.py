@@ -31,7 +31,8 @@ NOTEBOOKS = (
 SMOKE_PARAMETERS: dict[str, dict] = {
     "00_memory": {"SIZES": ["1B"], "SEQ_LENS": [512]},
     "01_few_shot": {"SHOTS": [0, 2], "DRAWS": 2, "EVAL_EXAMPLES": 24, "COMPARE_EXAMPLES": 8},
-    "02_prompt_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "02_prompt_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "REAL_STEPS": 2, "REAL_SEEDS": [0, 1], "REAL_EVAL_EXAMPLES": 8,
+                         "REAL_INITS": ["vocab", "random"], "REAL_LENGTHS": [4], "TINY_GAP_STEPS": 4},
     "03_prefix_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "REAL_STEPS": 2, "REAL_SEEDS": [0, 1], "REAL_EVAL_EXAMPLES": 8,
                          "REAL_INITS": ["vocab"], "REAL_REPARAM": True, "REAL_GENERATION_EXAMPLES": 4},
     "04_llama_adapter": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False, "REAL_STEPS": 2, "REAL_SEEDS": [0, 1],
