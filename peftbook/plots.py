@@ -991,3 +991,54 @@ def plot_examples_curve(curves: dict, metric: str, title: str = "test score vs l
     _title(ax, title)
     _legend_outside(ax)
     return fig
+
+
+# ---- notebook 06: real model
+@styled
+def plot_interval_scores(settings: dict, metric: str, references: dict | None = None,
+                         title: str = "test score per seed, mean and 95% interval"):
+    """One column per setting of ``{label: [score per seed]}``: a dot per seed, the mean with its 95% Student-t
+    interval as bars (``peftbook.stats``); ``references`` ``{label: value}`` as dashed horizontal lines."""
+    from peftbook import stats
+
+    fig = new_figure((7.5, 4))
+    ax = fig.add_subplot()
+    colors = _colors(settings)
+    for x, (label, values) in enumerate(settings.items()):
+        interval = stats.t_interval(values)
+        spread = [0.0 if interval.low is None else interval.half_width]
+        ax.errorbar(x, interval.mean, yerr=clipped_errors([interval.mean], spread), fmt="_", markersize=18, capsize=6,
+                    color="black", zorder=3)
+        ax.scatter([x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))], values, alpha=0.8,
+                   color=colors[label], zorder=2)
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color=_CYCLE[(i + 4) % len(_CYCLE)], linestyle="--", linewidth=1, label=label)
+    _category_ticks(ax, list(settings))
+    ax.set_xlim(-0.6, len(settings) - 0.4)
+    score_axis(ax, metric, f"test {metric}")
+    _title(ax, title)
+    _legend_outside(ax)
+    return fig
+
+
+@styled
+def plot_bytes_by_part(models: dict, title: str = "bytes of the frozen model, by part"):
+    """Stacked bars, one per model of ``{label: {part: bytes}}``: what each part of the stored model takes."""
+    unit, scale = _unit(max(sum(parts.values()) for parts in models.values()))
+    fig = new_figure((7, 4))
+    ax = fig.add_subplot()
+    labels = list(models)
+    parts = list(dict.fromkeys(part for p in models.values() for part in p))
+    bottom = [0.0] * len(labels)
+    for i, part in enumerate(parts):
+        heights = [models[label].get(part, 0) / scale for label in labels]
+        ax.bar(range(len(labels)), heights, bottom=bottom, color=_CYCLE[i % len(_CYCLE)], label=part, width=0.6)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.bar_label(ax.containers[-1], labels=[f"{b:.0f} {unit}" for b in bottom], padding=3, fontsize=8)
+    ax.set_ylim(0, max(bottom) * 1.12)
+    _category_ticks(ax, labels)
+    ax.set_ylabel(f"stored bytes ({unit})")
+    _title(ax, title)
+    handles, names = ax.get_legend_handles_labels()  # top of the legend = top of the stack
+    ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return fig
