@@ -35,7 +35,7 @@ SMOKE_PARAMETERS: dict[str, dict] = {
     "03_prefix_tuning": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "04_llama_adapter": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
     "05_lora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False, "LATENCY_ROUNDS": 2},
-    "06_qlora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "SWEEP": False},
+    "06_qlora": {"STEPS": 4, "EVAL_EXAMPLES": 16, "REAL_STEPS": 2, "REAL_SEEDS": [0, 1], "REAL_EVAL_EXAMPLES": 8, "REAL_PPL_SEQUENCES": 8, "REAL_PPL_TOKENS": 32},
     "07_benchmark": {"STEPS": 3, "EVAL_EXAMPLES": 16, "SEEDS": [0], "FEW_SHOT_DRAWS": 2, "CHOICE_EXAMPLES": 8,
                      "CURVE_EXAMPLES": [16], "ABLATION_EXAMPLES": 6},
     "A_tiny_world": {"SAMPLES": 3},
