@@ -1029,3 +1029,26 @@ def plot_seed_intervals(settings: dict, metric: str, positions: list[float] | No
     if references:
         _legend_outside(ax)
     return fig
+
+
+@styled
+def plot_bytes_by_part(models: dict, title: str = "bytes of the frozen model, by part"):
+    """Stacked bars, one per model of ``{label: {part: bytes}}``: what each part of the stored model takes."""
+    unit, scale = "MiB", 2**20  # as the notebooks' byte tables count
+    fig = new_figure((7, 4))
+    ax = fig.add_subplot()
+    labels = list(models)
+    parts = list(dict.fromkeys(part for p in models.values() for part in p))
+    bottom = [0.0] * len(labels)
+    for i, part in enumerate(parts):
+        heights = [models[label].get(part, 0) / scale for label in labels]
+        ax.bar(range(len(labels)), heights, bottom=bottom, color=_CYCLE[i % len(_CYCLE)], label=part, width=0.6)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.bar_label(ax.containers[-1], labels=[f"{b:.0f} {unit}" for b in bottom], padding=3, fontsize=8)
+    ax.set_ylim(0, max(bottom) * 1.12)
+    _category_ticks(ax, labels)
+    ax.set_ylabel(f"stored bytes ({unit})")
+    _title(ax, title)
+    handles, names = ax.get_legend_handles_labels()  # top of the legend = top of the stack
+    ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return fig

@@ -105,6 +105,10 @@ def _spectra(decays):
 GATES = {g: [_losses(seed=s + 3 * (g == "random")) for s in range(3)] for g in ("zero", "random")}
 MATRICES = {(0, "q_proj"): 0.2, (3, "q_proj"): 0.35, (0, "down_proj"): 0.1, (3, "down_proj"): 0.25}
 FIGURES = {
+    "bytes_by_part": lambda: plots.plot_bytes_by_part(
+        {"16-bit": {"embeddings": 56.6e6, "output head": 0, "linear layers": 212.3e6, "norms": 69e3, "buffers": 128},
+         "NF4 + double quantization": {"embeddings": 56.6e6, "output head": 0, "linear layers": 53.1e6,
+                                       "quantization constants": 1.7e6, "norms": 69e3, "buffers": 128}}),
     "seed_intervals": lambda: plots.plot_seed_intervals(
         {"r=1": [0.6, 0.62, 0.65], "r=8": [0.7, 0.71, 0.69], "r=64": [0.72, 0.66, 0.7]}, "accuracy",
         positions=[1, 8, 64], references={"zero-shot": 0.623, "8-shot": 0.58}, xlabel="LoRA rank r (log)"),
