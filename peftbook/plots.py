@@ -576,67 +576,6 @@ def plot_gate_runs(curves: dict, window: int | None = None):
     return fig
 
 
-@styled
-def plot_layer_sweep(layers: list[int], validation: list[float], standard_errors: list[float],
-                     activations_bytes: list[float], metric: str):
-    """LLaMA-Adapter's adapted layers: the validation score (± one standard error, inside [0, 1]) and the
-    activations a training step keeps, against the number of adapted layers."""
-    fig = new_figure((10, 3.2))
-    quality, activations = fig.subplots(1, 2)
-    color = METHOD_COLORS["llama_adapter"]
-    quality.errorbar(layers, validation, yerr=clipped_errors(validation, standard_errors), fmt="o-", color=color)
-    activations.plot(layers, [b / 2**20 for b in activations_bytes], "o-", color=color)
-    for ax in (quality, activations):
-        ax.set_xlabel("adapted layers (the top ones)")
-        ax.set_xticks(layers)
-    score_axis(quality, metric, f"validation {metric}")
-    activations.set_ylabel("MiB")
-    _title(quality, "validation score (bars: one standard error)")
-    _title(activations, "activations of a training step")
-    return fig
-
-
-@styled
-def plot_prefix_sweep(sweep: list[dict], title: str = "prefix tuning: direct (dashed) vs reparameterised (solid)"):
-    """Prefix tuning's runs, ``[{"projection", "lr", "seed", "losses"}]``: one loss line each, solid with
-    the MLP reparameterisation, dashed without."""
-    fig = new_figure((8, 3.4))
-    ax = fig.add_subplot()
-    for i, run in enumerate(sweep):
-        label = f"{'MLP' if run['projection'] else 'direct'}, lr {run['lr']:g}, seed {run['seed']}"
-        plot_losses({label: run["losses"]}, ax=ax, colors={label: _CYCLE[i % len(_CYCLE)]},
-                    linestyle="-" if run["projection"] else "--")
-    _title(ax, title)
-    _legend_outside(ax)
-    return fig
-
-
-@styled
-def plot_prompt_tuning_sweep(sweep: list[dict], init: str, length: int, metric: str, task: str):
-    """Prompt tuning's sweep, ``[{"length", "init", "validation", "losses"}]``: the validation score against
-    the prompt length (a line for ``init``, a square for another initialisation), and the losses of the
-    runs at ``length`` by initialisation; one colour per initialisation in both panels."""
-    fig = new_figure((10, 3.4))
-    scores, losses = fig.subplots(1, 2)
-    inits = list(dict.fromkeys([init] + [s["init"] for s in sweep]))
-    colors = {name: _CYCLE[i % len(_CYCLE)] for i, name in enumerate(inits)}
-    line = [s for s in sweep if s["init"] == init]
-    scores.plot([s["length"] for s in line], [s["validation"] for s in line], "o-", color=colors[init])
-    for s in sweep:
-        if s["init"] != init:
-            scores.plot([s["length"]], [s["validation"]], "s", color=colors[s["init"]], markersize=7)
-    _set_log(scores, "x", [s["length"] for s in sweep], formatter=lambda v: f"{v:g}")
-    scores.set_xlabel("prompt length n")
-    score_axis(scores, metric, f"validation {metric}")
-    _title(scores, f"{task}: line: init = {init}")
-    plot_losses({s["init"]: s["losses"] for s in sweep if s["length"] == length}, ax=losses, colors=colors,
-                legend=False)
-    _title(losses, f"n = {length}, by initialisation")
-    handles = [scores.plot([], [], "s", color=colors[name])[0] for name in inits]
-    fig.legend(handles, [f"init = {name}" for name in inits], loc="outside right upper")
-    return fig
-
-
 # -- few-shot ---------------------------------------------------------------------------------------
 @styled
 def plot_shot_curves(curves: dict, metric: str, title: str | None = None, spread: str = "draws"):
@@ -773,30 +712,6 @@ def plot_weight_change_spectra(spectra: dict, random: dict, rank: int):
     _title(cumulative, "cumulative energy (dotted: random)")
     handles = normalized.get_legend_handles_labels()[0] + cumulative.get_legend_handles_labels()[0]
     fig.legend(handles, [h.get_label() for h in handles], loc="outside right upper")
-    return fig
-
-
-@styled
-def plot_rank_sweep(sweep: list[dict], metric: str, tie: tuple[float, float] | None = None,
-                    chosen: tuple[float, float] | None = None, title: str | None = None):
-    """LoRA's rank sweep, ``[{"rank", "trainable", "validation"}]``: validation score against trainable
-    parameters (log x, a tick at each run), the band of scores tied with the best (``tie``: low, high)
-    and the chosen run's test score (``chosen``: trainable, test)."""
-    fig = new_figure((7, 3.4))
-    ax = fig.add_subplot()
-    params = [s["trainable"] for s in sweep]
-    color = METHOD_COLORS["lora"]
-    ax.plot(params, [s["validation"] for s in sweep], "o-", color=color, label="validation")
-    if tie:
-        ax.axhspan(*tie, color=color, alpha=0.15, label=f"tie with the best (±{tie[1] - tie[0]:.3f})")
-    if chosen:
-        ax.plot([chosen[0]], [chosen[1]], "*", color=METHOD_COLORS["qlora"], markersize=12, label="chosen: test, once")
-    _set_log(ax, "x", params)
-    ax.set_xlabel("trainable parameters")
-    score_axis(ax, metric, f"validation {metric}")
-    _title(ax, title)
-    _legend_outside(ax)
-    _label_points(ax, params, [s["validation"] for s in sweep], [f"r={s['rank']}" for s in sweep])
     return fig
 
 

@@ -91,12 +91,6 @@ def _pretraining():
     return rows
 
 
-def _prompt_sweep():
-    runs = ((1, "vocab", 0.91, 3.2), (5, "vocab", 0.97, 3.2), (20, "vocab", 1.0, 3.2), (50, "vocab", 1.0, 3.2),
-            (20, "random", 0.96, 2.9), (20, "text", 1.0, 1.8))
-    return [{"length": n, "init": init, "trainable": 256 * n, "validation": value,
-             "losses": _losses(120, start=start, seed=n + start)} for n, init, value, start in runs]
-
 
 def _spectra(decays):
     return {f"layer {i} {kind}": _singular_values(seed=i, decay=decay) for (i, kind), decay in decays.items()}
@@ -137,15 +131,6 @@ FIGURES = {
     "loss_bands": lambda: plots.plot_loss_bands({f"{gate} gate": runs for gate, runs in GATES.items()},
                                                 title="LLaMA-Adapter: zero-init vs random gate"),
     "gate_runs": lambda: plots.plot_gate_runs(GATES),
-    "layer_sweep": lambda: plots.plot_layer_sweep([1, 2, 4], [0.587, 0.590, 0.985], [0.028, 0.028, 0.02],
-                                                  [24.3e6, 33.2e6, 51.1e6], "accuracy"),
-    "prefix_sweep": lambda: plots.plot_prefix_sweep(
-        [{"projection": projection, "lr": lr, "seed": seed, "losses": _losses(150, seed=seed + 5 * projection)}
-         for projection, lr in ((False, 0.1), (True, 0.003)) for seed in range(3)]),
-    "prompt_tuning_sweep": lambda: plots.plot_prompt_tuning_sweep(_prompt_sweep(), "vocab", 20, "accuracy",
-                                                                  "sentiment"),
-    "prompt_tuning_sweep_ceiling": lambda: plots.plot_prompt_tuning_sweep(  # 02 as committed: every score 1.0
-        [{**run, "validation": 1.0} for run in _prompt_sweep()], "vocab", 20, "accuracy", "sentiment"),
     "shot_curves": lambda: plots.plot_shot_curves(
         {"random": _few_shot_rows([0.62, 0.7, 0.74, 0.8, 0.83]),
          "balanced": _few_shot_rows([0.62, 0.72, 0.76, 0.81, 0.85], seed=1),
@@ -170,12 +155,6 @@ FIGURES = {
          for name, base in (("base", 3.7), ("lora", 4.1), ("lora merged", 3.8))}, "20 interleaved rounds of 50 calls"),
     "weight_change_spectra": lambda: plots.plot_weight_change_spectra(
         _spectra(MATRICES), _spectra({matrix: 0.01 for matrix in MATRICES}), 8),
-    "rank_sweep": lambda: plots.plot_rank_sweep(
-        [{"rank": r, "trainable": 3584 * r, "validation": v}
-         for r, v in ((1, 0.642), (4, 0.645), (8, 0.677), (16, 0.743))],
-        "accuracy", tie=(0.693, 0.743), chosen=(57344, 0.7725), title="LoRA rank on sentiment3"),
-    "rank_sweep_close": lambda: plots.plot_rank_sweep(  # parameter counts a few % apart: their ticks thin out
-        [{"rank": r, "trainable": 20000 + 1000 * r, "validation": 0.95 + 0.01 * r} for r in (1, 2, 4)], "accuracy"),
     "quant_levels": lambda: plots.plot_quant_levels(
         {"fp4": sorted(s * v for s in (-1, 1) for v in (0, 0.0052, 0.167, 0.25, 0.333, 0.5, 0.667, 1.0)),
          "nf4": [-1, -0.696, -0.525, -0.395, -0.284, -0.185, -0.091, 0, 0.08, 0.161, 0.246, 0.338, 0.441, 0.563,
