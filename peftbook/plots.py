@@ -372,6 +372,21 @@ def _as_dict(report) -> dict:
     return report if isinstance(report, dict) else report.to_dict(timeline=True)
 
 
+def _stacked_bars(ax, labels: list[str], series: dict, width: float) -> list[float]:
+    """One bar per label, ``series`` ``{name: (heights per label, color)}`` stacked bottom first; returns the tops."""
+    bottom = [0.0] * len(labels)
+    for name, (heights, color) in series.items():
+        ax.bar(range(len(labels)), heights, bottom=bottom, color=color, label=name, width=width)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    return bottom
+
+
+def _stack_legend(ax):
+    """The legend of stacked bars, outside on the right, its top entry the top of the stack."""
+    handles, names = ax.get_legend_handles_labels()
+    return ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+
+
 def _unit(max_bytes: float) -> tuple[str, float]:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if max_bytes >= scale:
@@ -387,16 +402,12 @@ def plot_memory_by_category(reports: dict, title: str = "Peak memory of one trai
     fig = new_figure((max(7.0, 2.6 + 0.75 * len(data)), 4))  # a bar's label (e.g. "lora\nsimulate") fits under it
     ax = fig.add_subplot()
     labels = list(data)
-    bottom = [0.0] * len(labels)
-    for category, color in CATEGORY_COLORS.items():
-        heights = [data[label]["by_category"].get(category, 0) / scale for label in labels]
-        ax.bar(range(len(labels)), heights, bottom=bottom, color=color, label=category, width=0.7)
-        bottom = [b + h for b, h in zip(bottom, heights)]
+    _stacked_bars(ax, labels, {category: ([data[label]["by_category"].get(category, 0) / scale for label in labels], color)
+                               for category, color in CATEGORY_COLORS.items()}, width=0.7)
     _category_ticks(ax, labels)
     ax.set_ylabel(f"peak memory ({unit})")
     _title(ax, title)
-    handles, names = ax.get_legend_handles_labels()  # top of the legend = top of the stack
-    ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    _stack_legend(ax)
     return fig
 
 
@@ -954,16 +965,12 @@ def plot_bytes_by_part(models: dict, title: str = "bytes of the frozen model, by
     ax = fig.add_subplot()
     labels = list(models)
     parts = list(dict.fromkeys(part for p in models.values() for part in p))
-    bottom = [0.0] * len(labels)
-    for i, part in enumerate(parts):
-        heights = [models[label].get(part, 0) / scale for label in labels]
-        ax.bar(range(len(labels)), heights, bottom=bottom, color=_CYCLE[i % len(_CYCLE)], label=part, width=0.6)
-        bottom = [b + h for b, h in zip(bottom, heights)]
+    bottom = _stacked_bars(ax, labels, {part: ([models[label].get(part, 0) / scale for label in labels],
+                                               _CYCLE[i % len(_CYCLE)]) for i, part in enumerate(parts)}, width=0.6)
     ax.bar_label(ax.containers[-1], labels=[f"{b:.0f} {unit}" for b in bottom], padding=3, fontsize=8)
     ax.set_ylim(0, max(bottom) * 1.12)
     _category_ticks(ax, labels)
     ax.set_ylabel(f"stored bytes ({unit})")
     _title(ax, title)
-    handles, names = ax.get_legend_handles_labels()  # top of the legend = top of the stack
-    ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    _stack_legend(ax)
     return fig
